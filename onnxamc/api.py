@@ -1,0 +1,183 @@
+"""The public Python API: analyze, apply, evaluate, bench, search.
+
+Every function takes a model as a path, a ModelProto, or None for the bundled default
+(ResNet-20 trained on Fashion-MNIST), and data as a path or built-in name. Errors a
+user can act on are `onnxamc.errors.OnnxAmcError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import onnx
+
+from onnxamc.data import Dataset, load_data
+from onnxamc.errors import OnnxAmcError, PolicyError, SearchError
+from onnxamc.evaluate import Evaluator, Metrics, compare
+from onnxamc.graph import ModelInfo, analyze as _analyze, load_model, save_model
+from onnxamc.models import bundled_model_path
+from onnxamc.passes import CALIBRATION_METHODS, apply_policy
+from onnxamc.policy import Policy, parse_uniform
+from onnxamc.runtime import DEFAULT_THREADS
+from onnxamc.search import (LayerSlot, SearchResult, SearchSpace, make_objective, open_study,
+                            run_search)
+
+ModelLike = str | Path | onnx.ModelProto | None
+DataLike = str | Path | Dataset
+
+DEFAULT_DATA = "fashion-mnist"
+DEFAULT_CALIBRATION = "fashion-mnist:calib"
+DEFAULT_CALIBRATION_SAMPLES = 256
+CALIBRATION_BATCH = 32
+
+
+def load(model: ModelLike = None) -> onnx.ModelProto:
+    """A checked, shape-inferred model; None is the bundled ResNet-20."""
+    return load_model(bundled_model_path() if model is None else model)
+
+
+def analyze(model: ModelLike = None) -> ModelInfo:
+    """The layer table with AMC features, MACs and params."""
+    return _analyze(load(model))
+
+
+def data_for(model: onnx.ModelProto, data: DataLike, limit: int | None = None) -> Dataset:
+    """Load `data` and check it fits the model's inputs (one-line error if not)."""
+    return load_data(data, _analyze(model).inputs, limit=limit)
+
+
+def uniform_policy(model: ModelLike, spec: str | dict[str, Any]) -> Policy:
+    """The same action on every layer: `"sparsity=0.5,bits=8"` or a dict."""
+    proto = load(model)
+    info = _analyze(proto)
+    values = parse_uniform(spec) if isinstance(spec, str) else dict(spec)
+    policy = Policy.uniform(info.layer_names, {l.name: l.op_type for l in info.layers}, **values)
+    policy.fingerprint = info.fingerprint
+    return policy
+
+
+def apply(model: ModelLike, policy: Policy | str | Path,
+          calibration: DataLike = DEFAULT_CALIBRATION,
+          calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+          calibration_method: str = "minmax", output: str | Path | None = None) -> onnx.ModelProto:
+    """Apply a policy (object or JSON file) and optionally save the result."""
+    proto = load(model)
+    if not isinstance(policy, Policy):
+        policy = Policy.load(policy)
+    if calibration_method not in CALIBRATION_METHODS:
+        raise PolicyError(f"unknown calibration method {calibration_method!r}; "
+                          f"use one of {', '.join(CALIBRATION_METHODS)}")
+    calib: list[Dataset] = []
+
+    def feeds():
+        if not calib:  # loaded only when the policy quantizes
+            calib.append(data_for(proto, calibration, calibration_samples))
+        return calib[0].batches(CALIBRATION_BATCH)
+
+    out = apply_policy(proto, policy, feeds, calibration_method)
+    onnx.checker.check_model(out)
+    if output is not None:
+        save_model(out, output)
+    return out
+
+
+def evaluate(model: ModelLike, data: DataLike = DEFAULT_DATA,
+             threads: int = DEFAULT_THREADS, runs: int = 100) -> Metrics:
+    """Accuracy (top-1, or fidelity without labels), latency, size, MACs, params."""
+    return bench([model], data, threads, runs)[0]
+
+
+def bench(models: Sequence[ModelLike], data: DataLike | None = DEFAULT_DATA,
+          threads: int = DEFAULT_THREADS, runs: int = 100, warmup: int = 10,
+          limit: int | None = None) -> list[Metrics]:
+    """Metrics side by side, ratios to the first model, latency runs interleaved."""
+    protos = [load(m) for m in models]
+    dataset = data_for(protos[0], data, limit) if data is not None else None
+    if dataset is None:
+        from onnxamc.data import random_data
+
+        dataset_for_feed = random_data(_analyze(protos[0]).inputs, 1)
+        return compare(protos, None, threads, runs, warmup, feed=dataset_for_feed.one())
+    return compare(protos, dataset, threads, runs, warmup)
+
+
+@dataclass
+class SearchOutcome:
+    result: SearchResult
+    policy: Policy | None
+    model_path: Path | None
+    policy_path: Path | None
+    storage: str
+    study_name: str
+    original: Metrics | None = None
+    compressed: Metrics | None = None
+
+
+def default_output(model: ModelLike) -> Path:
+    stem = "resnet20" if model is None or isinstance(model, onnx.ModelProto) else Path(model).stem
+    return Path(f"{stem}-compressed.onnx")
+
+
+def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
+           calibration: DataLike = DEFAULT_CALIBRATION, *, latency: float | None = None,
+           max_drop: float | None = None, trials: int = 30, timeout: float | None = None,
+           storage: str | Path | None = None, study: str | None = None,
+           output: str | Path | None = None, actions: Sequence[str] = ("quant", "sparsity"),
+           threads: int = DEFAULT_THREADS, eval_samples: int | None = None,
+           calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES, latency_runs: int = 50,
+           seed: int | None = 0, progress: bool = True, verify_runs: int = 200) -> SearchOutcome:
+    """Search per-layer policies with TPE, then write the best policy and its model.
+
+    `latency` asks for the best accuracy within latency ≤ ratio × original;
+    `max_drop` (the default, 0.01) for the lowest latency within that accuracy drop.
+    Running it again with the same storage and study continues where it stopped.
+    """
+    proto = load(model)
+    info = _analyze(proto)
+    try:
+        objective = make_objective(latency, max_drop)
+        space = SearchSpace([LayerSlot(l.name, l.op_type) for l in info.layers], list(actions))
+    except ValueError as exc:
+        raise SearchError(str(exc)) from None
+    output = Path(output) if output is not None else default_output(model)
+    storage = str(storage) if storage is not None else str(output.with_suffix(".journal"))
+    name = study or f"{output.stem}-{objective.label}"
+    dataset = data_for(proto, data, eval_samples)
+    calib = data_for(proto, calibration, calibration_samples)
+    evaluator = Evaluator(proto, dataset, threads, latency_runs)
+
+    def evaluate_policy(policy: Policy) -> dict:
+        compressed = apply_policy(proto, policy, lambda: calib.batches(CALIBRATION_BATCH))
+        return evaluator.evaluate(compressed).to_dict()
+
+    st = open_study(storage, name, objective, info.fingerprint, seed=seed)
+    st.set_user_attr("reference_accuracy", evaluator.reference_accuracy)
+    result = run_search(st, space, objective, evaluate_policy, trials, timeout, progress)
+    outcome = SearchOutcome(result, result.policy, None, None, storage, name)
+    if result.policy is None:
+        return outcome
+    policy = result.policy
+    policy.fingerprint, policy.model_name = info.fingerprint, _model_name(model)
+    best = result.best.user_attrs["metrics"]
+    policy.meta = {"objective": objective.describe(), "feasible": result.feasible,
+                   "study": name, "storage": storage, "trial": result.best.number,
+                   "metrics": best}
+    compressed = apply_policy(proto, policy, lambda: calib.batches(CALIBRATION_BATCH))
+    onnx.checker.check_model(compressed)
+    outcome.model_path = save_model(compressed, output)
+    outcome.policy_path = policy.save(output.with_suffix(".policy.json"))
+    outcome.original, outcome.compressed = compare([proto, compressed], dataset, threads,
+                                                   verify_runs)
+    return outcome
+
+
+def _model_name(model: ModelLike) -> str:
+    if model is None:
+        return bundled_model_path().name
+    return Path(model).name if not isinstance(model, onnx.ModelProto) else "model.onnx"
+
+
+__all__ = ["OnnxAmcError", "analyze", "apply", "bench", "data_for", "evaluate", "load",
+           "search", "uniform_policy", "SearchOutcome"]

@@ -1,0 +1,25 @@
+"""Errors a user can act on: each carries one line that names the problem.
+
+The CLI prints the message alone (no traceback); the Python API raises these so a
+deployment pipeline can catch `OnnxAmcError` in one place.
+"""
+
+
+class OnnxAmcError(Exception):
+    """Base class: the message is one line meant for the user."""
+
+
+class ModelError(OnnxAmcError):
+    """The ONNX file cannot be read, is invalid, or uses something we do not handle."""
+
+
+class DataError(OnnxAmcError):
+    """Data does not exist or does not fit the model's inputs."""
+
+
+class PolicyError(OnnxAmcError):
+    """A policy is malformed or does not fit the model."""
+
+
+class SearchError(OnnxAmcError):
+    """A search cannot start or continue (bad storage, study, objective)."""

@@ -1,0 +1,122 @@
+"""Metrics of one compressed model: accuracy, latency, size, MACs, params.
+
+Accuracy is top-1 against labels; where the data has none, it is fidelity: top-1
+agreement with the reference (original) model's outputs. Latency is always measured
+interleaved with the reference in the same process, and reported as a ratio too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import onnx
+
+from onnxamc.data import Dataset
+from onnxamc.graph import analyze, serialized_size
+from onnxamc.runtime import DEFAULT_THREADS, LatencyStats, make_session, run_batches, time_sessions
+
+EVAL_BATCH = 256
+
+
+@dataclass
+class Metrics:
+    accuracy: float | None
+    accuracy_kind: str  # "top1" (labels) or "fidelity" (agreement with the original)
+    size_bytes: int
+    macs: int
+    params: int
+    latency: LatencyStats | None = None
+    latency_ratio: float | None = None  # median / reference median, same run
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "accuracy": self.accuracy,
+            "accuracy_kind": self.accuracy_kind,
+            "size_bytes": self.size_bytes,
+            "macs": self.macs,
+            "params": self.params,
+            "latency": self.latency.to_dict() if self.latency else None,
+            "latency_ratio": self.latency_ratio,
+            **self.extra,
+        }
+
+
+def top1(outputs: np.ndarray, targets: np.ndarray) -> float:
+    """Share of samples whose arg-max over the last axis equals the target class."""
+    predicted = outputs.reshape(len(outputs), -1).argmax(axis=1)
+    return float(np.mean(predicted == targets))
+
+
+def static_metrics(model: onnx.ModelProto) -> tuple[int, int, int]:
+    info = analyze(model)
+    return serialized_size(model), info.macs, info.params
+
+
+class Evaluator:
+    """Evaluates candidate models against one reference model on one dataset.
+
+    The reference outputs and session are computed once; each candidate is scored on
+    the data, then timed interleaved with the reference so the ratio is honest.
+    """
+
+    def __init__(self, reference: onnx.ModelProto, data: Dataset,
+                 threads: int = DEFAULT_THREADS, latency_runs: int = 50,
+                 latency_warmup: int = 10):
+        self.reference = reference
+        self.data = data
+        self.threads = threads
+        self.latency_runs = latency_runs
+        self.latency_warmup = latency_warmup
+        self.reference_session = make_session(reference, threads)
+        self.reference_outputs = self.predict(self.reference_session)
+        if data.labels is not None:
+            self.targets, self.accuracy_kind = data.labels, "top1"
+        else:
+            self.targets = self.reference_outputs.reshape(len(data), -1).argmax(axis=1)
+            self.accuracy_kind = "fidelity"
+        self.reference_accuracy = top1(self.reference_outputs, self.targets)
+
+    def predict(self, session) -> np.ndarray:
+        return run_batches(session, self.data.batches(EVAL_BATCH))
+
+    def evaluate(self, model: onnx.ModelProto, measure_latency: bool = True) -> Metrics:
+        session = make_session(model, self.threads)
+        accuracy = top1(self.predict(session), self.targets)
+        metrics = Metrics(accuracy, self.accuracy_kind, *static_metrics(model))
+        if measure_latency:
+            ref, cand = time_sessions([self.reference_session, session], self.data.one(),
+                                      self.latency_warmup, self.latency_runs)
+            metrics.latency = cand
+            metrics.latency_ratio = cand.median_ms / ref.median_ms
+            metrics.extra["reference_latency"] = ref.to_dict()
+        metrics.extra["accuracy_drop"] = self.reference_accuracy - accuracy
+        return metrics
+
+
+def compare(models: Sequence[onnx.ModelProto], data: Dataset | None,
+            threads: int = DEFAULT_THREADS, runs: int = 100, warmup: int = 10,
+            feed: dict[str, np.ndarray] | None = None) -> list[Metrics]:
+    """Metrics of several models side by side; ratios are to the first model, and the
+    latency runs of all models are interleaved in one process."""
+    sessions = [make_session(m, threads) for m in models]
+    results: list[Metrics] = []
+    targets, kind = None, "top1"
+    if data is not None:
+        first = run_batches(sessions[0], data.batches(EVAL_BATCH))
+        if data.labels is not None:
+            targets = data.labels
+        else:
+            targets, kind = first.reshape(len(data), -1).argmax(axis=1), "fidelity"
+    for model, session in zip(models, sessions):
+        accuracy = None
+        if targets is not None:
+            accuracy = top1(run_batches(session, data.batches(EVAL_BATCH)), targets)
+        results.append(Metrics(accuracy, kind, *static_metrics(model)))
+    stats = time_sessions(sessions, feed if feed is not None else data.one(), warmup, runs)
+    for metrics, latency in zip(results, stats):
+        metrics.latency = latency
+        metrics.latency_ratio = latency.median_ms / stats[0].median_ms
+    return results

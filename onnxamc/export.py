@@ -1,0 +1,99 @@
+"""torch → ONNX: export with a dynamic batch, readable layer names, checked against torch.
+
+Needs torch and onnxscript (the `train` extra). The dynamo exporter is tried first and
+the TorchScript one is the fallback for models it cannot trace.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+
+from onnxamc.errors import ModelError
+from onnxamc.graph.layers import LAYER_OPS
+
+OPSET = 18
+
+
+def export_torch(model, input_shape: Sequence[int], path: str | Path, opset: int = OPSET,
+                 input_name: str = "input", output_name: str = "logits",
+                 atol: float = 1e-4) -> onnx.ModelProto:
+    """Export an nn.Module in eval mode to `path` and verify it against torch."""
+    import torch
+
+    model = model.eval()
+    example = torch.rand(*input_shape)
+    proto = None
+    errors = []
+    try:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        forward_arg = _first_forward_arg(model)
+        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
+                                    input_names=[input_name], output_names=[output_name],
+                                    dynamic_shapes={forward_arg: {0: batch}}, optimize=True,
+                                    verbose=False)
+        proto = program.model_proto
+    except Exception as exc:  # fall back to the TorchScript exporter
+        errors.append(f"dynamo: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        try:
+            import io
+
+            buffer = io.BytesIO()
+            torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=opset,
+                              input_names=[input_name], output_names=[output_name],
+                              dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}})
+            proto = onnx.load_from_string(buffer.getvalue())
+        except Exception as exc2:
+            errors.append(f"torchscript: {str(exc2).splitlines()[0] if str(exc2) else type(exc2).__name__}")
+    if proto is None:
+        raise ModelError("the model cannot be exported to ONNX (" + "; ".join(errors) + ")")
+    proto = tidy(proto)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    verify_against_torch(model, proto, input_shape, atol)
+    return proto
+
+
+def tidy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Name each layer after its torch module ("layers.0.conv1") and drop exporter metadata.
+
+    Layer names are what policies are keyed on, so they should read like the model's code.
+    """
+    taken = {n.name for n in model.graph.node}
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        if node.op_type in LAYER_OPS and len(node.input) > 1:
+            weight = node.input[1]
+            if weight.endswith(".weight"):
+                new = weight[: -len(".weight")]
+                if new not in taken:
+                    taken.discard(node.name)
+                    node.name = new
+                    taken.add(new)
+    return model
+
+
+def verify_against_torch(model, proto: onnx.ModelProto, input_shape: Sequence[int],
+                         atol: float = 1e-4) -> None:
+    """Run both on the same random batch (a different batch size than exported)."""
+    import onnxruntime as ort
+    import torch
+
+    x = torch.rand(3, *input_shape[1:])
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = model(x).numpy()
+    err = float(np.max(np.abs(got - want)))
+    if not np.allclose(got, want, rtol=1e-4, atol=atol):
+        raise ModelError(f"exported ONNX model differs from torch (max abs error {err:.2e})")
+
+
+def _first_forward_arg(model) -> str:
+    import inspect
+
+    params = [p for p in inspect.signature(model.forward).parameters if p != "self"]
+    return params[0] if params else "x"

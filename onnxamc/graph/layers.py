@@ -1,0 +1,161 @@
+"""The layer table: every Conv, ConvTranspose, Gemm and MatMul with a constant weight.
+
+Each Layer carries the AMC state features (He et al. 2018, section 3.2): index, op type,
+channels in and out, kernel, stride, groups, feature-map size, parameters and MACs.
+MACs are per sample (batch 1); dynamic dimensions other than the batch count as 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxamc.graph.model import initializer_map
+
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass
+class Layer:
+    index: int
+    name: str
+    op_type: str
+    weight: str  # initializer holding the (possibly quantized) weight
+    bias: str | None
+    c_in: int
+    c_out: int
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    groups: int
+    in_size: tuple[int, ...]  # spatial size of the input feature map ((), for Gemm/MatMul)
+    out_size: tuple[int, ...]
+    params: int
+    macs: int
+    weight_dtype: str = "float32"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def depthwise(self) -> bool:
+        return self.op_type == "Conv" and self.groups > 1 and self.groups == self.c_in
+
+    def features(self) -> list[float]:
+        """The raw AMC state vector (normalise across layers before feeding an agent)."""
+        return [float(self.index), float(LAYER_OPS.index(self.op_type)), float(self.c_in),
+                float(self.c_out), float(np.prod(self.kernel or (1,))),
+                float(self.stride[0] if self.stride else 1), float(self.groups),
+                float(np.prod(self.in_size or (1,))), float(self.params), float(self.macs)]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["kernel"], d["stride"] = list(self.kernel), list(self.stride)
+        d["in_size"], d["out_size"] = list(self.in_size), list(self.out_size)
+        return d
+
+
+def node_names(model: onnx.ModelProto) -> list[str]:
+    """Unique, stable names for all nodes: their own name, else op_type + position."""
+    seen: dict[str, int] = {}
+    names = []
+    for i, node in enumerate(model.graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        if name in seen:
+            name = f"{name}_{i}"
+        seen[name] = i
+        names.append(name)
+    return names
+
+
+def find_layers(model: onnx.ModelProto) -> list[Layer]:
+    """All compressible layers, in graph order, with their features."""
+    inits = initializer_map(model)
+    shapes = _known_shapes(model)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    layers: list[Layer] = []
+    for name, node in zip(node_names(model), model.graph.node):
+        if node.op_type not in LAYER_OPS or len(node.input) < 2:
+            continue
+        weight = _constant_source(node.input[1], inits, producers)
+        if weight is None:
+            continue  # activation x activation MatMul (attention scores): not a layer
+        w_init = inits[weight]
+        w_shape = tuple(int(d) for d in w_init.dims)
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        bias = _constant_source(bias, inits, producers) if bias else None
+        x_shape = shapes.get(node.input[0])
+        y_shape = shapes.get(node.output[0])
+        layer = _describe(len(layers), name, node, weight, bias, w_shape, x_shape, y_shape, inits)
+        if layer is not None:
+            layer.weight_dtype = str(helper.tensor_dtype_to_np_dtype(w_init.data_type))
+            layers.append(layer)
+    return layers
+
+
+def _constant_source(name: str, inits: dict, producers: dict) -> str | None:
+    """The initializer behind a tensor, looking through DequantizeLinear / Cast / Transpose."""
+    seen = 0
+    while name not in inits:
+        node = producers.get(name)
+        if node is None or node.op_type not in ("DequantizeLinear", "Cast", "Transpose",
+                                                 "Identity") or seen > 4:
+            return None
+        name, seen = node.input[0], seen + 1
+    return name
+
+
+def _describe(index, name, node, weight, bias, w_shape, x_shape, y_shape, inits) -> Layer | None:
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    bias_params = int(np.prod(inits[bias].dims)) if bias and bias in inits else 0
+    params = int(np.prod(w_shape)) + bias_params
+    if node.op_type in ("Conv", "ConvTranspose"):
+        if len(w_shape) < 3:
+            return None
+        groups = int(attrs.get("group", 1))
+        kernel = tuple(w_shape[2:])
+        stride = tuple(attrs.get("strides", [1] * len(kernel)))
+        in_size = _spatial(x_shape, len(kernel))
+        out_size = _spatial(y_shape, len(kernel))
+        if node.op_type == "Conv":
+            c_out, c_in = w_shape[0], w_shape[1] * groups
+            macs = _prod(out_size) * c_out * w_shape[1] * _prod(kernel)
+        else:  # ConvTranspose weight: (c_in, c_out / groups, k...)
+            c_in, c_out = w_shape[0], w_shape[1] * groups
+            macs = _prod(in_size) * c_in * w_shape[1] * _prod(kernel)
+        return Layer(index, name, node.op_type, weight, bias, c_in, c_out, kernel, stride,
+                     groups, in_size, out_size, params, int(macs))
+    if len(w_shape) != 2:
+        return None  # batched constant MatMul weights: not a layer we compress
+    if node.op_type == "Gemm" and attrs.get("transB", 0):
+        c_out, c_in = w_shape
+    else:
+        c_in, c_out = w_shape
+    rows = 1
+    if x_shape is not None and len(x_shape) > 2:  # MatMul over (batch, tokens, ..., c_in)
+        rows = _prod(d or 1 for d in x_shape[1:-1])
+    return Layer(index, name, node.op_type, weight, bias, c_in, c_out, (), (), 1, (), (),
+                 params, int(rows * c_in * c_out))
+
+
+def _spatial(shape, rank: int) -> tuple[int, ...]:
+    if shape is None or len(shape) < rank:
+        return ()
+    return tuple(d or 1 for d in shape[-rank:])
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
+
+
+def _known_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+    shapes = {}
+    for value in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        t = value.type.tensor_type
+        if t.HasField("shape"):
+            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                                       for d in t.shape.dim)
+    return shapes

@@ -1,0 +1,135 @@
+"""Loading, checking and saving ONNX models; input specs and a structural fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxamc.errors import ModelError
+
+# Protobuf's hard limit; above it weights must live in external data files.
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: name, shape (None for a dynamic dimension) and numpy dtype."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype
+
+
+def load_model(source: str | Path | onnx.ModelProto, infer_shapes: bool = True) -> onnx.ModelProto:
+    """Read a model (path or ModelProto, external data too), checked and shape-inferred."""
+    if isinstance(source, onnx.ModelProto):
+        model = source
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ModelError(f"model file {str(path)!r} does not exist")
+        if path.is_dir():
+            raise ModelError(f"{str(path)!r} is a directory, not an ONNX file")
+        try:
+            model = onnx.load(str(path), load_external_data=True)
+        except Exception as exc:
+            raise ModelError(f"{path} is not a readable ONNX model: {_first_line(exc)}") from None
+        if not model.graph.node:
+            raise ModelError(f"{path} is not an ONNX model (no graph nodes found)")
+    try:
+        onnx.checker.check_model(model if model.ByteSize() < PROTOBUF_LIMIT else _skeleton(model))
+    except Exception as exc:
+        raise ModelError(f"invalid ONNX model: {_first_line(exc)}") from None
+    if infer_shapes:
+        model = infer(model)
+    return model
+
+
+def infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference that never fails the caller: missing shapes only cost features."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:
+        return model
+
+
+def save_model(model: onnx.ModelProto, path: str | Path) -> Path:
+    """Save, putting weights in an external file only when protobuf cannot hold them."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if model.ByteSize() >= PROTOBUF_LIMIT:
+        onnx.save(model, str(path), save_as_external_data=True,
+                  location=path.name + ".data", size_threshold=1024)
+    else:
+        onnx.save(model, str(path))
+    return path
+
+
+def serialized_size(model: onnx.ModelProto) -> int:
+    """Bytes the model takes when serialized: the honest on-disk size."""
+    return model.ByteSize()
+
+
+def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The real inputs (graph inputs that are not initializers), batch dim first."""
+    initializers = {i.name for i in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        specs.append(InputSpec(value.name, dims, dtype))
+    return specs
+
+
+def initializer_map(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {init.name: init for init in model.graph.initializer}
+
+
+def constant_array(model: onnx.ModelProto, name: str,
+                   initializers: dict[str, onnx.TensorProto] | None = None) -> np.ndarray | None:
+    """The value of a tensor that is an initializer or a Constant node's output, else None."""
+    inits = initializer_map(model) if initializers is None else initializers
+    if name in inits:
+        return numpy_helper.to_array(inits[name])
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            for attr in node.attribute:
+                if attr.name == "value":
+                    return numpy_helper.to_array(attr.t)
+    return None
+
+
+def fingerprint(model: onnx.ModelProto) -> str:
+    """A hash of the graph's structure (ops, wiring, weight shapes), not of weight values.
+
+    A policy stays valid for the same architecture with retrained weights, and is
+    rejected for a different one.
+    """
+    digest = hashlib.sha256()
+    for node in model.graph.node:
+        digest.update(f"{node.op_type}|{','.join(node.input)}|{','.join(node.output)};".encode())
+    for init in sorted(model.graph.initializer, key=lambda i: i.name):
+        digest.update(f"{init.name}:{list(init.dims)};".encode())
+    return digest.hexdigest()[:16]
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy without weight data, for checking models too large for protobuf."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for init in copy.graph.initializer:
+        init.ClearField("raw_data")
+    return copy
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
