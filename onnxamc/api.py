@@ -122,8 +122,12 @@ def evaluate(model: ModelLike, data: DataLike = DEFAULT_DATA,
 
 def bench(models: Sequence[ModelLike], data: DataLike | None = DEFAULT_DATA,
           threads: int = DEFAULT_THREADS, runs: int = 100, warmup: int = 10,
-          limit: int | None = None) -> list[Metrics]:
-    """Metrics side by side, ratios to the first model, latency runs interleaved."""
+          limit: int | None = None, fgsm_epsilon: float | None = None) -> list[Metrics]:
+    """Metrics side by side, ratios to the first model, latency runs interleaved.
+
+    `fgsm_epsilon` adds `robust_accuracy`: accuracy on FGSM inputs crafted on the first
+    model (a transfer attack, so all models face the same inputs; needs torch).
+    """
     protos = [load(m) for m in models]
     dataset = data_for(protos[0], data, limit) if data is not None else None
     if dataset is None:
@@ -131,7 +135,22 @@ def bench(models: Sequence[ModelLike], data: DataLike | None = DEFAULT_DATA,
 
         dataset_for_feed = random_data(_analyze(protos[0]).inputs, 1)
         return compare(protos, None, threads, runs, warmup, feed=dataset_for_feed.one())
-    return compare(protos, dataset, threads, runs, warmup)
+    results = compare(protos, dataset, threads, runs, warmup)
+    if fgsm_epsilon is not None:
+        from onnxamc.evaluate import top1
+        from onnxamc.recover.robustness import fgsm_dataset
+        from onnxamc.runtime import make_session, run_batches
+
+        attacked = fgsm_dataset(protos[0], dataset, fgsm_epsilon)
+        targets = attacked.labels
+        if targets is None:  # fidelity: agreement with the first model on clean inputs
+            first = run_batches(make_session(protos[0], threads), dataset.batches(256))
+            targets = first.reshape(len(dataset), -1).argmax(1)
+        for proto, metrics in zip(protos, results):
+            outputs = run_batches(make_session(proto, threads), attacked.batches(256))
+            metrics.extra["robust_accuracy"] = top1(outputs, targets)
+            metrics.extra["fgsm_epsilon"] = fgsm_epsilon
+    return results
 
 
 @dataclass

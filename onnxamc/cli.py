@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="fashion-mnist", help=DATA_HELP)
     p.add_argument("--no-data", action="store_true", help="latency and size only (random input)")
     p.add_argument("--limit", type=int, help="evaluate on the first N samples only")
+    p.add_argument("--fgsm", type=float, metavar="EPS",
+                   help="also report accuracy under an FGSM attack of this size, crafted on "
+                        "the first model (transfer attack; needs torch)")
     _runtime_args(p, runs=100)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(run=cmd_bench)
@@ -235,7 +238,8 @@ def cmd_bench(args) -> int:
     from onnxamc import api
 
     data = None if args.no_data else args.data
-    results = api.bench(args.models, data, args.threads, args.runs, limit=args.limit)
+    results = api.bench(args.models, data, args.threads, args.runs, limit=args.limit,
+                        fgsm_epsilon=args.fgsm)
     if args.json:
         print(json.dumps([{"model": m, **r.to_dict()} for m, r in zip(args.models, results)],
                          indent=2))
@@ -255,6 +259,10 @@ def format_bench(names, results, threads: int) -> str:
                      f"{r.latency.cv:.2f}", f"{r.latency_ratio:.3f}", f"{r.size_bytes / 1024:.1f}",
                      f"{r.size_bytes / base.size_bytes:.3f}", f"{r.size_zipped_bytes / 1024:.1f}",
                      f"{r.macs:,}", f"{r.params:,}"])
+    if "robust_accuracy" in base.extra:
+        head.insert(2, f"FGSM {base.extra['fgsm_epsilon']:g}")
+        for row, r in zip(rows, results):
+            row.insert(2, f"{100 * r.extra['robust_accuracy']:.2f}%")
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in [head] + rows]
