@@ -1,7 +1,9 @@
 """Compression passes: ONNX in, ONNX out, one file per action.
 
-`apply_policy` runs them in a fixed order: weight edits first (sparsity), then
-quantization, which must see the final float weights it calibrates and rounds.
+`apply_policy` runs them in a fixed order: structural passes first (remove blocks,
+prune channels with optional reconstruction, low-rank), which keep node names so that
+the policy's layer names still resolve; then weight edits (sparsity); quantization
+last, which must see the final float weights it calibrates and rounds.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 import onnx
 
 from onnxamc.graph import analyze
+from onnxamc.passes.prune_channels import prune_channels
 from onnxamc.passes.quantize import CALIBRATION_METHODS, quantize_int8
 from onnxamc.passes.sparsity import magnitude_sparsity, prune_by_magnitude
 from onnxamc.policy import Policy
@@ -19,21 +22,32 @@ from onnxamc.policy import Policy
 CalibrationFeeds = Callable[[], Iterable[dict[str, np.ndarray]]]
 
 __all__ = ["CALIBRATION_METHODS", "apply_policy", "magnitude_sparsity", "prune_by_magnitude",
-           "quantize_int8"]
+           "prune_channels", "quantize_int8"]
 
 
 def apply_policy(model: onnx.ModelProto, policy: Policy,
                  calibration: CalibrationFeeds | None = None,
-                 calibration_method: str = "minmax") -> onnx.ModelProto:
+                 calibration_method: str = "minmax", reconstruct: bool = False,
+                 channel_multiple: int = 8, importance: str = "l1") -> onnx.ModelProto:
     """The compressed model for `policy` (validated against `model` first).
 
     `calibration` returns feed dicts of calibration data; it is only called when the
-    policy quantizes something.
+    policy quantizes something, or prunes channels with `reconstruct`.
     """
     info = analyze(model)
     policy.validate({layer.name: layer.op_type for layer in info.layers}, info.fingerprint)
-    out = magnitude_sparsity(model, info.layers, policy.sparsities())
-    int8 = policy.layers_with_bits(8)
+    out = model
+    if policy.keeps():
+        if reconstruct and calibration is None:
+            raise ValueError("reconstruction needs calibration data")
+        out = prune_channels(out, policy.keeps(), channel_multiple, importance,
+                             calibration if reconstruct else None)
+    if out is not model:
+        info = analyze(out)
+    present = set(info.layer_names)
+    out = magnitude_sparsity(out, info.layers, {n: s for n, s in policy.sparsities().items()
+                                                if n in present})
+    int8 = [n for n in policy.layers_with_bits(8) if n in present]
     if int8:
         if calibration is None:
             raise ValueError("int8 quantization needs calibration data")
