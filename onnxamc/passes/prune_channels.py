@@ -79,15 +79,13 @@ def channel_importance(model: onnx.ModelProto, analysis: ChannelAnalysis,
     """Importance per atom root: normalised norms summed over coupled tensors."""
     score = np.zeros(len(analysis.roots), dtype=np.float64)
     inits = initializer_map(model)
-    cache: dict[str, np.ndarray] = {}
     for slot in analysis.tracer.params:
         if not slot.importance:
             continue
-        if slot.tensor not in cache:
-            cache[slot.tensor] = np.abs(numpy_helper.to_array(inits[slot.tensor])
-                                        .astype(np.float64))
-        w = np.moveaxis(cache[slot.tensor], slot.axis, 0).reshape(len(slot.atoms), -1)
-        norms = w.sum(axis=1) if criterion == "l1" else np.sqrt((w * w).sum(axis=1))
+        w = np.moveaxis(numpy_helper.to_array(inits[slot.tensor]), slot.axis, 0)
+        w = w.reshape(len(slot.atoms), -1)
+        norms = np.abs(w).sum(axis=1, dtype=np.float64) if criterion == "l1" else \
+            np.sqrt(np.square(w).sum(axis=1, dtype=np.float64))
         norms = norms / (norms.mean() + 1e-12)
         np.add.at(score, analysis.roots[slot.atoms], norms)
     return score
