@@ -135,6 +135,9 @@ class Tracer:
         self.layer_sources: dict[str, np.ndarray] = {}  # layer name -> output atoms
         self.consumers: dict[str, list[np.ndarray]] = {}  # layer name -> input atoms
         self._constants = {n.output[0] for n in self.nodes if n.op_type == "Constant"}
+        self._transposed = {n.output[0]: (j, list(self.attr(n, "perm", [1, 0])))
+                            for j, n in enumerate(self.nodes)
+                            if n.op_type == "Transpose" and n.input[0] in self.inits}
 
     # --- helpers the rules use -------------------------------------------------------
     def layout(self, name: str) -> Layout | None:
@@ -174,8 +177,15 @@ class Tracer:
             self.layer_sources[self.names[i]] = atoms
         return atoms
 
+    def weight(self, name: str) -> bool:
+        """A constant weight: an initializer, or a Transpose of one (TorchScript Linear)."""
+        return name in self.inits or name in self._transposed
+
     def param(self, i: int, k: int, axis: int, atoms: np.ndarray, importance: bool = True):
         name = self.nodes[i].input[k]
+        if name in self._transposed:  # edit the initializer behind the Transpose
+            i, perm = self._transposed[name]
+            k, axis, name = 0, perm[axis], self.nodes[i].input[0]
         self.params.append(ParamSlot(i, k, name, axis, atoms, importance))
 
     def reads(self, i: int, axis: int, atoms: np.ndarray, all_atoms: np.ndarray) -> None:
@@ -284,7 +294,7 @@ def conv(t: Tracer, i: int, node) -> None:
     source. Depthwise: output channel c is input channel c (group count follows).
     Grouped: every group must keep the same positions, so positions are tied across groups."""
     w = t.shape(node.input[1])
-    if node.input[1] not in t.inits or w is None:
+    if not t.weight(node.input[1]) or w is None:
         raise _Unsupported("weight is not a constant")
     groups = int(t.attr(node, "group", 1))
     c_out, c_in = w[0], w[1] * groups
@@ -323,7 +333,7 @@ def conv(t: Tracer, i: int, node) -> None:
 def conv_transpose(t: Tracer, i: int, node) -> None:
     """ConvTranspose (group 1): weight is (c_in, c_out, k...)."""
     w = t.shape(node.input[1])
-    if node.input[1] not in t.inits or w is None or int(t.attr(node, "group", 1)) != 1:
+    if not t.weight(node.input[1]) or w is None or int(t.attr(node, "group", 1)) != 1:
         raise _Unsupported("grouped or non-constant weight")
     if t.attr(node, "output_shape") is not None:
         raise _Unsupported("explicit output_shape")
@@ -342,7 +352,7 @@ def conv_transpose(t: Tracer, i: int, node) -> None:
 def gemm(t: Tracer, i: int, node) -> None:
     """Gemm: A's axis 1 meets B's axis 1 (transB) or 0; the output axis 1 is a new source."""
     w = t.shape(node.input[1])
-    if node.input[1] not in t.inits or w is None or t.layout(node.input[1]) is not None:
+    if not t.weight(node.input[1]) or w is None or t.layout(node.input[1]) is not None:
         raise _Unsupported("B is not a constant")
     if t.attr(node, "transA", 0):
         raise _Unsupported("transA")
@@ -368,7 +378,7 @@ def matmul(t: Tracer, i: int, node) -> None:
     the contracted axes are tied and batch axes (heads) tied across both sides."""
     a, b = node.input[0], node.input[1]
     w = t.shape(b)
-    if b in t.inits and w is not None and len(w) == 2:
+    if t.weight(b) and w is not None and len(w) == 2:
         lay = t.layout(a)
         rank = _rank(t, a)
         if lay is not None and lay.axis == rank - 1:

@@ -208,6 +208,7 @@ class PruningPlan:
         sizes = {init.name: int(np.prod(init.dims)) for init in model.graph.initializer}
         shapes = {init.name: tuple(int(d) for d in init.dims) for init in model.graph.initializer}
         weight_size: dict[tuple[int, int], int] = {}
+        tensor_size: dict[str, int] = {}  # tensors edited in place
         for name, uses in self.tensor_changes().items():
             sigs = set(uses.values())
             old = shapes.get(name)
@@ -223,12 +224,14 @@ class PruningPlan:
                 for k, s in uses.items():
                     if s == sig:
                         weight_size[k] = size
+                if len(sigs) == 1 and sig:
+                    tensor_size[name] = size
         names = self.analysis.tracer.names
         index = {n: i for i, n in enumerate(names)}
         macs = 0
         for layer in find_layers(model):
             old = int(np.prod(shapes[layer.weight]))
-            new = weight_size.get((index[layer.name], 1), old)
+            new = weight_size.get((index[layer.name], 1), tensor_size.get(layer.weight, old))
             macs += layer.macs // old * new if old else 0
         return macs, sum(sizes.values())
 
