@@ -149,8 +149,9 @@ class PruningPlan:
                 shape[edit.entry] = self.kept(edit.atoms)
             self.values[(edit.node, 1)] = shape
         elif edit.kind == "split":
-            self.values[(edit.node, 1)] = np.array([self.kept(p) for p in edit.parts],
-                                                   dtype=np.int64)
+            sizes = [self.kept(p) for p in edit.parts]
+            if sizes != [len(p) for p in edit.parts]:
+                self.values[(edit.node, 1)] = np.array(sizes, dtype=np.int64)
         elif edit.kind == "slice":
             before = self.kept(edit.atoms[:edit.start])
             inside = self.kept(edit.atoms[edit.start:edit.stop])
