@@ -210,8 +210,9 @@ class Tracer:
             if tracked or node.op_type in SOURCE_OPS:
                 try:
                     rule(self, i, node)
-                except _Unsupported as exc:
-                    self.block_inputs(i, str(exc))
+                except Exception as exc:  # _Unsupported, or a graph no rule foresaw
+                    self.block_inputs(i, str(exc) if isinstance(exc, _Unsupported)
+                                      else f"rule failed: {type(exc).__name__}")
                     for out in node.output:
                         self.layouts.pop(out, None)
         for out in self.model.graph.output:
@@ -691,14 +692,14 @@ def _reshape_span(src, dst, axis):
 
 SOURCE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
-UNARY = ("Relu", "LeakyRelu", "PRelu_", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu",
+UNARY = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu",
          "Selu", "Celu", "Softplus", "Softsign", "Gelu", "Erf", "Exp", "Log", "Sqrt", "Abs",
          "Neg", "Reciprocal", "Mish", "ThresholdedRelu", "Clip", "Identity", "Dropout",
          "Cast", "Softmax", "LogSoftmax", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos")
 
 # The rule table: ONNX op type -> rule. An op that is not here blocks its channels.
 RULES: dict[str, Callable[[Tracer, int, object], None]] = {
-    **{op: passthrough for op in UNARY if not op.endswith("_")},
+    **{op: passthrough for op in UNARY},
     **{op: channel_first for op in ("MaxPool", "AveragePool", "GlobalAveragePool",
                                      "GlobalMaxPool", "LpPool", "GlobalLpPool")},
     **{op: elementwise for op in ("Add", "Sub", "Mul", "Div", "Max", "Min", "Where", "Pow",

@@ -29,22 +29,20 @@ def reconstruct(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: Prunin
     targets = _refittable(pruned, plan)
     if not targets:
         return pruned
-    nodes = pruned.graph.node
-    y_all = fetch_activations(original, calibration(),
-                              sorted({nodes[i].output[0] for i, _ in targets}))
     out = onnx.ModelProto()
     out.CopyFrom(pruned)
     inits = initializer_map(out)
     rng = np.random.default_rng(seed)
     for i, out_mask in targets:  # in graph order, each on the inputs refitted so far
-        node = out.graph.node[i]
+        node = out.graph.node[i]  # one layer at a time: memory holds two activations
         x = fetch_activations(out, calibration(), [node.input[0]])[node.input[0]]
+        y = fetch_activations(original, calibration(), [node.output[0]])[node.output[0]]
         w_init = inits[node.input[1]]
         weight = numpy_helper.to_array(w_init)
         bias = None
         if len(node.input) > 2 and node.input[2] in inits:
             bias = numpy_helper.to_array(inits[node.input[2]])
-        fitted = _refit(node, weight, bias, x, y_all[node.output[0]], out_mask, rng, max_rows)
+        fitted = _refit(node, weight, bias, x, y, out_mask, rng, max_rows)
         w_init.CopyFrom(numpy_helper.from_array(fitted.astype(weight.dtype), w_init.name))
     return out
 
