@@ -9,6 +9,9 @@ inference take milliseconds.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -204,3 +207,19 @@ def build(name: str) -> nn.Module:
                     m.running_mean.uniform_(-0.2, 0.2)
                     m.running_var.uniform_(0.5, 1.5)
     return module.eval()
+
+
+_EXPORTED: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def zoo_paths(tmp_path_factory) -> dict[str, Path]:
+    """Every zoo model exported once per test session: {name: ONNX path}. (Test modules
+    import this fixture; the cache makes them share one export.)"""
+    from conftest import export
+
+    if not _EXPORTED:
+        folder = tmp_path_factory.mktemp("zoo")
+        _EXPORTED.update({name: export(build(name), shape, folder / f"{name}.onnx")
+                          for name, (_, shape) in ZOO.items()})
+    return dict(_EXPORTED)

@@ -16,17 +16,15 @@ from onnxamc.graph.groups import channel_groups, kept_count
 from onnxamc.passes import apply_policy
 from onnxamc.passes.prune_channels import apply_plan, choose_channels, prune_channels
 from onnxamc.policy import LayerAction, Policy
-from prune_zoo import ZOO, build
+from prune_zoo import ZOO, zoo_paths  # noqa: F401 (fixture)
 
 NORMS_OVER_CHANNELS = ("LayerNormalization",)
 
 
 @pytest.fixture(scope="session")
-def zoo(tmp_path_factory):
-    """{name: (shape-inferred model, input shape)}, exported once per session."""
-    folder = tmp_path_factory.mktemp("zoo")
-    return {name: (load_model(export(build(name), shape, folder / f"{name}.onnx")), shape)
-            for name, (_, shape) in ZOO.items()}
+def zoo(zoo_paths):
+    """{name: (shape-inferred model, input shape)}."""
+    return {name: (load_model(path), ZOO[name][1]) for name, path in zoo_paths.items()}
 
 
 def feed(shape, batch=3, seed=0):

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from conftest import export, run_model
+from conftest import run_model
 from onnxamc import api
 from onnxamc.cli import main
 from onnxamc.errors import PolicyError
@@ -17,14 +17,12 @@ from onnxamc.graph import analyze, load_model, node_names
 from onnxamc.graph.blocks import residual_blocks
 from onnxamc.passes import apply_policy, low_rank, remove_blocks
 from onnxamc.policy import LayerAction, Policy
-from prune_zoo import ZOO, build
+from prune_zoo import ZOO, zoo_paths  # noqa: F401 (fixture)
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("structural")
-    return {name: export(build(name), ZOO[name][1], folder / f"{name}.onnx")
-            for name in ("plain", "resnet", "transformer", "resnext")}
+@pytest.fixture(scope="session")
+def models(zoo_paths):
+    return zoo_paths
 
 
 def feed(name, batch=3):
