@@ -146,7 +146,8 @@ def format_structure(groups, blocks) -> str:
     for g in groups:
         state = "prunable" if g.prunable else f"blocked by {g.blocked_by}" if g.blocked_by \
             else "single channel"
-        lines.append(f"  [{g.index}] {g.name}: {g.channels} channels, {state}")
+        mixed = " (normalised across channels: pruning shifts its statistics)" if g.mixed else ""
+        lines.append(f"  [{g.index}] {g.name}: {g.channels} channels, {state}{mixed}")
         lines.append(f"      layers: {', '.join(g.layers) or '-'}")
         lines.append(f"      read by: {', '.join(g.consumers) or '-'}")
     lines.append("removable residual blocks (remove=true on any of their layers):")

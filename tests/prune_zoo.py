@@ -181,6 +181,30 @@ class Encoder(nn.Module):
         return self.head(x.mean(1))
 
 
+class UNet(nn.Module):
+    """Encoder-decoder: pooling, ConvTranspose and Resize up, skip Concat, Pad, a channel
+    Slice, Instance/GroupNorm and per-channel PReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(3, 16, 3, padding=1)
+        self.inorm = nn.InstanceNorm2d(16, affine=True)
+        self.act = nn.PReLU(16)
+        self.mid = nn.Conv2d(16, 32, 3, padding=1)
+        self.gnorm = nn.GroupNorm(4, 32)
+        self.up = nn.ConvTranspose2d(32, 16, 2, stride=2)
+        self.dec = nn.Conv2d(32, 16, 3)
+        self.side = nn.Conv2d(8, 16, 1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        e = self.act(self.inorm(self.enc(x)))
+        m = F.relu(self.gnorm(self.mid(F.max_pool2d(e, 2))))
+        u = self.up(m) + F.interpolate(m[:, :16], scale_factor=2.0, mode="nearest")
+        d = self.dec(F.pad(torch.cat([u, e], 1), (1, 1, 1, 1)))
+        return self.fc((d + self.side(e[:, 4:12])).mean((2, 3)))
+
+
 IMAGE = (2, 3, 8, 8)
 ZOO = {
     "plain": (PlainCNN, IMAGE),
@@ -191,6 +215,7 @@ ZOO = {
     "shufflenet": (ShuffleNet, IMAGE),
     "squeeze_excite": (SqueezeExcite, IMAGE),
     "transformer": (Encoder, (2, 6, 8)),
+    "unet": (UNet, IMAGE),
 }
 
 
@@ -199,7 +224,7 @@ def build(name: str) -> nn.Module:
     torch.manual_seed(0)
     module = ZOO[name][0]()
     for m in module.modules():
-        if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
+        if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d)):
             with torch.no_grad():
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)

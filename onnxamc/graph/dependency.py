@@ -135,6 +135,12 @@ class Tracer:
         self.layer_sources: dict[str, np.ndarray] = {}  # layer name -> output atoms
         self.consumers: dict[str, list[np.ndarray]] = {}  # layer name -> input atoms
         self._constants = {n.output[0] for n in self.nodes if n.op_type == "Constant"}
+        self.users: dict[str, list[tuple[int, int]]] = {}
+        for j, n in enumerate(self.nodes):
+            for k, name in enumerate(n.input):
+                self.users.setdefault(name, []).append((j, k))
+        self.shape_of: dict[str, str] = {}  # Shape output -> the tracked tensor it measures
+        self.mixed: list[np.ndarray] = []  # atoms an op computes statistics across
         self._transposed = {n.output[0]: (j, list(self.attr(n, "perm", [1, 0])))
                             for j, n in enumerate(self.nodes)
                             if n.op_type == "Transpose" and n.input[0] in self.inits}
@@ -243,6 +249,10 @@ def passthrough(t: Tracer, i: int, node) -> None:
         shape = t.shape(extra) if extra else ()
         if shape and int(np.prod(shape)) > 1:
             raise _Unsupported(f"non-scalar input {extra!r}")
+    rank = len(t.shape(node.input[0]) or ())
+    if node.op_type in ("Softmax", "LogSoftmax") and int(t.attr(node, "axis", -1)) % max(rank, 1) \
+            == lay.axis:
+        t.mixed.append(lay.atoms)
     t.set(node.output[0], lay.axis, lay.atoms)
     if len(node.output) > 1 and any(node.output[1:]):
         raise _Unsupported("second output")
@@ -427,8 +437,14 @@ def matmul(t: Tracer, i: int, node) -> None:
 
 
 def norm_channel_first(t: Tracer, i: int, node) -> None:
-    """BatchNormalization / InstanceNormalization: per-channel constants on axis 1."""
+    """BatchNormalization / InstanceNormalization: per-channel constants on axis 1.
+    InstanceNormalization over channels on a later axis (GroupNorm as exported: reshape
+    to (N, groups, -1)) normalises over them, like LayerNormalization."""
     lay = t.layout(node.input[0])
+    if lay is not None and lay.axis > 1 and node.op_type == "InstanceNormalization":
+        t.mixed.append(lay.atoms)
+        t.set(node.output[0], lay.axis, lay.atoms)
+        return
     if lay is None or lay.axis != 1:
         raise _Unsupported("channels not on axis 1")
     if len(node.output) > 1 and any(node.output[1:]):
@@ -449,6 +465,7 @@ def layer_norm(t: Tracer, i: int, node) -> None:
     if len(node.output) > 1 and any(node.output[1:]):
         raise _Unsupported("mean / inv_std outputs")
     if lay.axis >= first:
+        t.mixed.append(lay.atoms)
         for k, name in enumerate(node.input[1:3], start=1):
             if not name:
                 continue
@@ -470,6 +487,7 @@ def group_norm(t: Tracer, i: int, node) -> None:
     grid = lay.atoms.reshape(groups, -1)
     for row in grid[1:]:
         t.atoms.union(grid[0], row)
+    t.mixed.append(lay.atoms)
     for k, name in enumerate(node.input[1:3], start=1):
         shape = t.shape(name)
         if shape and shape[0] == len(lay.atoms) and groups < len(lay.atoms):
@@ -610,6 +628,7 @@ def reduce(t: Tracer, i: int, node) -> None:
             return
         axes = list(range(rank))
     if lay.axis in axes:
+        t.mixed.append(lay.atoms)
         return
     keep = int(t.attr(node, "keepdims", 1))
     axis = lay.axis if keep else lay.axis - sum(a < lay.axis for a in axes)
@@ -637,6 +656,16 @@ def resize(t: Tracer, i: int, node) -> None:
     t.set(node.output[0], lay.axis, lay.atoms)
 
 
+def shape(t: Tracer, i: int, node) -> None:
+    """Shape of a tracked tensor: fine when it only feeds Reshape targets (the reshape
+    back after an exported GroupNorm), which then follow the pruned shape by themselves."""
+    if t.attr(node, "start", 0) != 0 or t.attr(node, "end") is not None:
+        raise _Unsupported("partial shape")
+    if any(t.nodes[j].op_type != "Reshape" or k != 1 for j, k in t.users.get(node.output[0], [])):
+        raise _Unsupported("shape used in arithmetic")
+    t.shape_of[node.output[0]] = node.input[0]
+
+
 def reshape(t: Tracer, i: int, node) -> None:
     """Reshape / Flatten: merging the channel axis with others repeats its atoms (stride
     expansion into a Gemm); splitting it into several axes ties atoms so one axis stays
@@ -646,7 +675,8 @@ def reshape(t: Tracer, i: int, node) -> None:
     src, dst = t.shape(node.input[0]), t.shape(node.output[0])
     if src is None or dst is None:
         raise _Unsupported("unknown shapes")
-    if node.op_type == "Reshape" and t.const(node.input[1]) is None:
+    like = t.layout(t.shape_of.get(node.input[1], "")) if node.op_type == "Reshape" else None
+    if node.op_type == "Reshape" and like is None and t.const(node.input[1]) is None:
         raise _Unsupported("computed target shape")
     if src and dst and src[0] is None and dst[0] is None:
         src, dst = (1,) + tuple(src[1:]), (1,) + tuple(dst[1:])
@@ -670,7 +700,11 @@ def reshape(t: Tracer, i: int, node) -> None:
     atoms = moved[:, 0].copy()
     axis = j0 + keep
     t.set(node.output[0], axis, atoms)
-    if node.op_type == "Reshape":
+    if like is not None:  # reshaped to the shape of a tracked tensor: same channels
+        if like.axis != axis or len(like.atoms) != len(atoms):
+            raise _Unsupported("reshaped to a tensor with other channels")
+        t.atoms.union(like.atoms, atoms)
+    elif node.op_type == "Reshape":
         t.edits.append(ConstEdit("reshape", i, atoms, entry=axis))
 
 
@@ -722,6 +756,7 @@ RULES: dict[str, Callable[[Tracer, int, object], None]] = {
     "Unsqueeze": unsqueeze,
     "Reshape": reshape,
     "Flatten": reshape,
+    "Shape": shape,
     "Pad": pad,
     "Resize": resize,
 }

@@ -27,6 +27,7 @@ class ChannelGroup:
     channels: int  # prunable channels (tied atoms count once)
     blocked_by: str | None  # why the group cannot be pruned, None when it can
     classes: np.ndarray = field(repr=False)  # one representative atom per channel
+    mixed: bool = False  # some op computes statistics across these channels (LayerNorm...)
 
     @property
     def prunable(self) -> bool:
@@ -35,7 +36,8 @@ class ChannelGroup:
     def to_dict(self) -> dict:
         return {"index": self.index, "name": self.name, "layers": self.layers,
                 "consumers": self.consumers, "channels": self.channels,
-                "prunable": self.prunable, "blocked_by": self.blocked_by}
+                "prunable": self.prunable, "blocked_by": self.blocked_by,
+                "normalised_across": self.mixed}
 
 
 def kept_count(channels: int, keep: float, multiple: int = 8) -> int:
@@ -80,6 +82,7 @@ class ChannelAnalysis:
             for key in sorted({int(k) for atoms in arrays for k in self.group_key[atoms]}):
                 if layer not in consumers.setdefault(key, []):
                     consumers[key].append(layer)
+        mixed = {int(k) for atoms in self.tracer.mixed for k in self.group_key[atoms]}
         groups = []
         self._index_of_key = {}
         for key, g in order.items():
@@ -89,7 +92,8 @@ class ChannelAnalysis:
             self._index_of_key[key] = len(groups)
             groups.append(ChannelGroup(len(groups), names[0] if names else "(fixed channels)",
                                        names, consumers.get(key, []), len(g["classes"]),
-                                       g["blocked"], np.array(list(g["classes"]), dtype=np.int64)))
+                                       g["blocked"], np.array(list(g["classes"]), np.int64),
+                                       key in mixed))
         return groups
 
     def group_of(self, layer: str) -> ChannelGroup | None:
