@@ -126,3 +126,12 @@ def test_cli_keep_on_blocked_layer_is_one_line_error(models, tmp_path, capsys):
                  str(tmp_path / "o.onnx")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "'fc'" in err and "model output" in err
+
+
+def test_cli_apply_with_reconstruction(models, tmp_path, capsys):
+    out = tmp_path / "rebuilt.onnx"
+    assert main(["apply", str(models["mobilenetv2"]), "--uniform", "keep=0.5", "--reconstruct",
+                 "--calibration", "random:32", "--channel-multiple", "4", "--importance", "l2",
+                 "-o", str(out)]) == 0
+    pruned, original = load_model(out), load_model(models["mobilenetv2"])
+    assert analyze(pruned).macs < 0.5 * analyze(original).macs
