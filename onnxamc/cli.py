@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="print the layer table (AMC features, MACs, params)",
                        description="Print every compressible layer (Conv, ConvTranspose, Gemm, "
-                                   "MatMul with a constant weight) with its features.")
+                                   "MatMul with a constant weight) with its features, then "
+                                   "the channel groups (layers pruned together, or the op "
+                                   "that blocks them) and the removable residual blocks.")
     p.add_argument("model", nargs="?", help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print {macs, params, layers} as JSON")
     p.set_defaults(run=cmd_inspect)
