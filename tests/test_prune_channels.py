@@ -16,7 +16,7 @@ from onnxamc.graph.groups import channel_groups, kept_count
 from onnxamc.passes import apply_policy
 from onnxamc.passes.prune_channels import apply_plan, choose_channels, prune_channels
 from onnxamc.policy import LayerAction, Policy
-from prune_zoo import ZOO, zoo_paths  # noqa: F401 (fixture)
+from prune_zoo import ZOO, build, zoo_paths  # noqa: F401 (fixture)
 
 @pytest.fixture(scope="session")
 def zoo(zoo_paths):
@@ -92,6 +92,34 @@ def test_random_keep_ratios_give_valid_models_with_predicted_cost(zoo, name, dat
     info = analyze(pruned)
     assert (info.macs, info.params) == plan.predict()
     assert [i.name for i in pruned.graph.input] == [i.name for i in model.graph.input]
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenetv2", "squeeze_excite", "densenet"])
+def test_torchscript_export_with_batchnorm_nodes_prunes_exactly(name):
+    """The TorchScript exporter keeps BatchNormalization nodes (training=PRESERVE) and
+    writes Linear as Transpose + MatMul: other patterns, same guarantees."""
+    import io
+
+    import torch
+
+    shape = ZOO[name][1]
+    buffer = io.BytesIO()
+    torch.onnx.export(build(name), (torch.rand(*shape),), buffer, dynamo=False,
+                      opset_version=17, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "b"}, "logits": {0: "b"}},
+                      training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
+    model = load_model(onnx.load_from_string(buffer.getvalue()))
+    assert "BatchNormalization" in {n.op_type for n in model.graph.node}
+    analysis = channel_groups(model)
+    ratios = {g.index: 0.5 for g in analysis.groups if g.prunable}
+    plan = analysis.plan(choose_channels(model, analysis, ratios, 1, "l1"))
+    zeroed = _zero_consumers(model, analysis, plan)
+    pruned = apply_plan(zeroed, plan)
+    x = feed(shape)
+    np.testing.assert_allclose(run_model(pruned, x)[0], run_model(zeroed, x)[0], rtol=1e-4,
+                               atol=1e-5)
+    info = analyze(pruned)
+    assert (info.macs, info.params) == plan.predict() and info.macs < analyze(model).macs / 2
 
 
 def test_kept_count_rounds_to_the_multiple_and_keeps_one():
