@@ -94,6 +94,7 @@ def test_random_keep_ratios_give_valid_models_with_predicted_cost(zoo, name, dat
     assert [i.name for i in pruned.graph.input] == [i.name for i in model.graph.input]
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("name", ["resnet", "mobilenetv2", "squeeze_excite", "densenet"])
 def test_torchscript_export_with_batchnorm_nodes_prunes_exactly(name):
     """The TorchScript exporter keeps BatchNormalization nodes (training=PRESERVE) and
