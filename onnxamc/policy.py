@@ -36,7 +36,7 @@ class LayerAction:
 
     sparsity: float = 0.0  # fraction of weights zeroed by magnitude (fine-grained)
     bits: int = FLOAT_BITS  # 32 keeps float; 8 is int8 per-channel QDQ (u8 activations)
-    keep: float = 1.0  # share of output channels kept by structured pruning (its group's)
+    keep: float = 1.0  # structured: share of output channels kept (pass: issue 3)
     rank: float = 1.0  # low-rank factorization: kept share of the full rank
     remove: bool = False  # replace the residual block this layer opens by the identity
 
