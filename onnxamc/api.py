@@ -7,7 +7,7 @@ user can act on are `onnxamc.errors.OnnxAmcError` with a one-line message.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,8 +18,10 @@ from onnxamc.errors import DataError, EvaluationError, OnnxAmcError, PolicyError
 from onnxamc.evaluate import Evaluator, Metrics, compare
 from onnxamc.graph import ModelInfo, analyze as _analyze, load_model, save_model
 from onnxamc.models import bundled_model_path
-from onnxamc.passes import CALIBRATION_METHODS, apply_policy
-from onnxamc.policy import Policy, parse_uniform
+from onnxamc.graph.blocks import ResidualBlock, residual_blocks
+from onnxamc.graph.groups import ChannelGroup, channel_groups as _channel_groups
+from onnxamc.passes import CALIBRATION_METHODS, apply_policy, structural_fit
+from onnxamc.policy import LayerAction, Policy, parse_uniform
 from onnxamc.runtime import DEFAULT_THREADS
 from onnxamc.search import (LayerSlot, SearchResult, SearchSpace, make_objective, open_study,
                             run_search)
@@ -71,15 +73,35 @@ def uniform_policy(model: ModelLike, spec: str | dict[str, Any]) -> Policy:
     info = _analyze(proto)
     values = parse_uniform(spec) if isinstance(spec, str) else dict(spec)
     policy = Policy.uniform(info.layer_names, {l.name: l.op_type for l in info.layers}, **values)
+    structural = {"keep", "rank", "remove"} & set(values)
+    if structural:  # skip the layers that cannot take them (output layer, depthwise...)
+        fit = structural_fit(proto)
+        defaults = LayerAction()
+        policy.layers = {n: replace(a, **{f: getattr(defaults, f) for f in structural - fit[n]})
+                         for n, a in policy.layers.items()}
     policy.fingerprint = info.fingerprint
     return policy
+
+
+def channel_groups(model: ModelLike = None) -> list[ChannelGroup]:
+    """The channel groups: layers pruned together, and for each blocked one, why."""
+    return _channel_groups(load(model)).groups
+
+
+def removable_blocks(model: ModelLike = None) -> list[ResidualBlock]:
+    """Residual blocks that `remove` can replace by the identity."""
+    return residual_blocks(load(model))
 
 
 def apply(model: ModelLike, policy: Policy | str | Path,
           calibration: DataLike | None = None,
           calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
-          calibration_method: str = "minmax", output: str | Path | None = None) -> onnx.ModelProto:
-    """Apply a policy (object or JSON file) and optionally save the result."""
+          calibration_method: str = "minmax", output: str | Path | None = None, *,
+          reconstruct: bool = False, channel_multiple: int = 8,
+          importance: str = "l1") -> onnx.ModelProto:
+    """Apply a policy (object or JSON file) and optionally save the result.
+
+    `reconstruct` refits pruned layers on the calibration data (least squares)."""
     proto = load(model)
     if not isinstance(policy, Policy):
         policy = Policy.load(policy)
@@ -87,7 +109,8 @@ def apply(model: ModelLike, policy: Policy | str | Path,
         raise PolicyError(f"unknown calibration method {calibration_method!r}; "
                           f"use one of {', '.join(CALIBRATION_METHODS)}")
     out = apply_policy(proto, policy, _lazy_calibration(proto, calibration, calibration_samples),
-                       calibration_method)
+                       calibration_method, reconstruct=reconstruct,
+                       channel_multiple=channel_multiple, importance=importance)
     onnx.checker.check_model(out)
     if output is not None:
         save_model(out, output)
@@ -370,4 +393,5 @@ def _model_name(model: ModelLike) -> str:
 
 
 __all__ = ["OnnxAmcError", "CompressOutcome", "SearchOutcome", "analyze", "apply", "bench",
-           "compress", "data_for", "evaluate", "export", "load", "search", "uniform_policy"]
+           "channel_groups", "compress", "data_for", "evaluate", "export", "load",
+           "removable_blocks", "search", "uniform_policy"]

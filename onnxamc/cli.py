@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="print the layer table (AMC features, MACs, params)",
                        description="Print every compressible layer (Conv, ConvTranspose, Gemm, "
-                                   "MatMul with a constant weight) with its features.")
+                                   "MatMul with a constant weight) with its features, then "
+                                   "the channel groups (layers pruned together, or the op "
+                                   "that blocks them) and the removable residual blocks.")
     p.add_argument("model", nargs="?", help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print {macs, params, layers} as JSON")
     p.set_defaults(run=cmd_inspect)
@@ -53,10 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help=MODEL_HELP)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--policy", help="policy JSON file")
-    src.add_argument("--uniform", help="the same action on every layer, e.g. sparsity=0.5,bits=8")
+    src.add_argument("--uniform", help="the same action on every layer that can take it, "
+                     "e.g. sparsity=0.5,bits=8 or keep=0.5 or rank=0.5")
     p.add_argument("-o", "--output", required=True, help="where to write the compressed model")
     _calibration_args(p)
     p.add_argument("--save-policy", help="also write the policy that was applied (JSON)")
+    p.add_argument("--reconstruct", action="store_true",
+                   help="refit pruned layers by least squares on the calibration data")
+    p.add_argument("--channel-multiple", type=int, default=8,
+                   help="round kept channel counts to this multiple (default %(default)s)")
+    p.add_argument("--importance", choices=["l1", "l2"], default="l1",
+                   help="channel importance norm (default %(default)s)")
     p.set_defaults(run=cmd_apply)
 
     p = sub.add_parser("bench", help="compare models side by side (accuracy, latency, size)",
@@ -184,11 +193,30 @@ def cmd_inspect(args) -> int:
     from onnxamc import api
 
     info = api.analyze(args.model)
+    groups, blocks = api.channel_groups(args.model), api.removable_blocks(args.model)
     if args.json:
-        print(json.dumps(info.to_dict(), indent=2))
+        print(json.dumps({**info.to_dict(), "groups": [g.to_dict() for g in groups],
+                          "blocks": [b.to_dict() for b in blocks]}, indent=2))
         return 0
     print(format_layer_table(info))
+    print()
+    print(format_structure(groups, blocks))
     return 0
+
+
+def format_structure(groups, blocks) -> str:
+    """Channel groups (what prunes together, or what blocks it) and removable blocks."""
+    lines = ["channel groups (keep= prunes a whole group; its layers share the channels):"]
+    for g in groups:
+        state = "prunable" if g.prunable else f"blocked by {g.blocked_by}" if g.blocked_by \
+            else "single channel"
+        mixed = " (normalised across channels: pruning shifts its statistics)" if g.mixed else ""
+        lines.append(f"  [{g.index}] {g.name}: {g.channels} channels, {state}{mixed}")
+        lines.append(f"      layers: {', '.join(g.layers) or '-'}")
+        lines.append(f"      read by: {', '.join(g.consumers) or '-'}")
+    lines.append("removable residual blocks (remove=true on any of their layers):")
+    lines += [f"  {b.name}: {', '.join(b.layers)}" for b in blocks] or ["  none"]
+    return "\n".join(lines)
 
 
 def format_layer_table(info) -> str:
@@ -225,7 +253,8 @@ def cmd_apply(args) -> int:
 
     policy = api.uniform_policy(args.model, args.uniform) if args.uniform else args.policy
     api.apply(args.model, policy, args.calibration, args.calibration_samples,
-              args.calibration_method, args.output)
+              args.calibration_method, args.output, reconstruct=args.reconstruct,
+              channel_multiple=args.channel_multiple, importance=args.importance)
     if args.save_policy:
         from onnxamc.policy import Policy
 

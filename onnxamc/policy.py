@@ -27,6 +27,7 @@ SCHEMA = "onnxamc.policy/1"
 FLOAT_BITS = 32
 SUPPORTED_BITS = (32, 8)
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
+LOW_RANK_OPS = ("Conv", "Gemm", "MatMul")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class LayerAction:
 
     sparsity: float = 0.0  # fraction of weights zeroed by magnitude (fine-grained)
     bits: int = FLOAT_BITS  # 32 keeps float; 8 is int8 per-channel QDQ (u8 activations)
+    keep: float = 1.0  # structured: share of output channels kept (pass: issue 3)
+    rank: float = 1.0  # low-rank factorization: kept share of the full rank
+    remove: bool = False  # replace the residual block this layer opens by the identity
 
     @property
     def is_identity(self) -> bool:
@@ -68,6 +72,18 @@ class LayerAction:
         if isinstance(self.bits, bool) or self.bits not in SUPPORTED_BITS:
             raise PolicyError(f"layer {layer!r}: bits must be one of "
                               f"{', '.join(map(str, SUPPORTED_BITS))}, got {self.bits!r}")
+        for name in ("keep", "rank"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0.0 < value <= 1.0:
+                raise PolicyError(f"layer {layer!r}: {name} must be a number in (0, 1], "
+                                  f"got {value!r}")
+        if not isinstance(self.remove, bool):
+            raise PolicyError(f"layer {layer!r}: remove must be true or false, got "
+                              f"{self.remove!r}")
+        if op_type is not None and self.rank < 1.0 and op_type not in LOW_RANK_OPS:
+            raise PolicyError(f"layer {layer!r}: rank={self.rank} is not supported for "
+                              f"{op_type} layers (low-rank: {', '.join(LOW_RANK_OPS)})")
         if op_type is not None and self.bits != FLOAT_BITS and op_type not in QUANTIZABLE_OPS:
             raise PolicyError(f"layer {layer!r}: bits={self.bits} is not supported for "
                               f"{op_type} layers (quantizable: {', '.join(QUANTIZABLE_OPS)})")
@@ -91,6 +107,15 @@ class Policy:
 
     def sparsities(self) -> dict[str, float]:
         return {n: a.sparsity for n, a in self.layers.items() if a.sparsity > 0}
+
+    def keeps(self) -> dict[str, float]:
+        return {n: a.keep for n, a in self.layers.items() if a.keep < 1.0}
+
+    def ranks(self) -> dict[str, float]:
+        return {n: a.rank for n, a in self.layers.items() if a.rank < 1.0}
+
+    def removals(self) -> list[str]:
+        return [n for n, a in self.layers.items() if a.remove]
 
     def layers_with_bits(self, bits: int) -> list[str]:
         return [n for n, a in self.layers.items() if a.bits == bits]
@@ -194,9 +219,21 @@ def parse_uniform(spec: str) -> dict[str, Any]:
             raise PolicyError(f"uniform policy term {part!r} is not FIELD=VALUE with FIELD in "
                               f"{', '.join(known)}")
         try:
-            values[key] = int(raw) if known[key] in ("int", int) else float(raw)
+            if known[key] in ("bool", bool):
+                values[key] = _parse_bool(raw)
+            else:
+                values[key] = int(raw) if known[key] in ("int", int) else float(raw)
         except ValueError:
             raise PolicyError(f"uniform policy: {key} needs a number, got {raw!r}") from None
     if not values:
         raise PolicyError("uniform policy is empty; give e.g. sparsity=0.5,bits=8")
     return values
+
+
+def _parse_bool(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no"):
+        return False
+    raise ValueError(raw)
