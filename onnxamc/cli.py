@@ -180,13 +180,14 @@ def cmd_bench(args) -> int:
 def format_bench(names, results, threads: int) -> str:
     base = results[0]
     head = ["model", "accuracy", "latency ms (median)", "p90", "cv", "x latency", "size KB",
-            "x size", "MACs", "params"]
+            "x size", "bits/weight", "MACs", "params"]
     rows = []
     for name, r in zip(names, results):
         acc = "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%"
         rows.append([Path(name).name, acc, f"{r.latency.median_ms:.3f}", f"{r.latency.p90_ms:.3f}",
                      f"{r.latency.cv:.2f}", f"{r.latency_ratio:.3f}", f"{r.size_bytes / 1024:.1f}",
-                     f"{r.size_bytes / base.size_bytes:.3f}", f"{r.macs:,}", f"{r.params:,}"])
+                     f"{r.size_bytes / base.size_bytes:.3f}", f"{r.bits_per_weight or 0:.2f}",
+                     f"{r.macs:,}", f"{r.params:,}"])
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in [head] + rows]

@@ -246,3 +246,16 @@ def test_int8_per_channel_resnet20_within_one_point(resnet20):
     quantized = api.apply(model, api.uniform_policy(model, "bits=8"))
     original, int8 = api.bench([model, quantized], runs=3, warmup=1)
     assert original.accuracy - int8.accuracy <= 0.01
+
+
+def test_metrics_report_real_size_and_bits_per_weight(conv_mlp, feeds):
+    from onnxamc.data import Dataset
+    from onnxamc.evaluate import compare
+
+    model = load_model(conv_mlp)
+    int4 = apply_policy(model, Policy({"conv2": LayerAction(bits=4)}), calibration(feeds))
+    original, quantized = compare([model, int4], Dataset(feeds), runs=2, warmup=1)
+    assert original.bits_per_weight == 32 and quantized.size_bytes == int4.ByteSize()
+    assert 4 <= quantized.layer_bits["conv2"] < 5 and quantized.layer_bits["fc"] == 32
+    assert quantized.bits_per_weight < 32
+    assert quantized.to_dict()["layer_bits"]["conv2"] == quantized.layer_bits["conv2"]
