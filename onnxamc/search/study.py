@@ -24,6 +24,7 @@ from onnxamc.search.storage import open_storage
 
 Evaluate = Callable[[Policy], dict]
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+CONSTRAINT = "objective"  # the trial constraint Optuna's samplers see (<= 0: feasible)
 
 
 @dataclass
@@ -46,7 +47,7 @@ def open_study(storage: str, name: str, objective: Objective, fingerprint: str,
     """Create the study, or load it if it exists and belongs to this model."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = sampler or optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, constraints_func=_constraints, n_startup_trials=8)
+        seed=seed, multivariate=True, n_startup_trials=8)
     try:
         study = optuna.create_study(storage=open_storage(storage), study_name=name,
                                     direction=objective.direction, sampler=sampler,
@@ -62,10 +63,6 @@ def open_study(storage: str, name: str, objective: Objective, fingerprint: str,
                           f"(fingerprint {stored}, this model is {fingerprint}); "
                           "choose another --study name")
     return study
-
-
-def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-    return [trial.user_attrs.get("constraint", math.inf)]
 
 
 def recover_interrupted(study: optuna.Study) -> int:
@@ -103,7 +100,7 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
             metrics = evaluate(policy)
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("trial_number", trial.number)
-        trial.set_user_attr("constraint", [objective.constraint(metrics)])
+        trial.set_constraint(CONSTRAINT, objective.constraint(metrics))
         cache[key] = {"metrics": metrics, "trial_number": trial.number}
         return objective.value(metrics)
 
@@ -142,14 +139,14 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
 def best_trial(study: optuna.Study, objective: Objective):
     """The best feasible trial; if none is feasible, the least infeasible one."""
     trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-              if "constraint" in t.user_attrs]
+              if CONSTRAINT in t.constraints]
     if not trials:
         return None
-    feasible = [t for t in trials if t.user_attrs["constraint"][0] <= 0]
+    feasible = [t for t in trials if t.constraints[CONSTRAINT] <= 0]
     if feasible:
         sign = -1 if objective.direction == "maximize" else 1
         return min(feasible, key=lambda t: (sign * t.value, t.number)), True
-    return min(trials, key=lambda t: t.user_attrs["constraint"][0]), False
+    return min(trials, key=lambda t: t.constraints[CONSTRAINT]), False
 
 
 def _key(params: dict) -> str:
