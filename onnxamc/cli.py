@@ -96,6 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
     _calibration_args(p, with_method=False)
     _runtime_args(p, runs=50)
     p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("sensitivity", help="accuracy drop when one layer alone takes each action",
+                       description="For every layer and every candidate action (fp16, int8, "
+                                   "int4, per-block, MatMulNBits, 8/4 mix, weight sharing by "
+                                   "default), apply the action to that layer alone and measure "
+                                   "the accuracy drop. Writes a JSON table the search can load.")
+    p.add_argument("model", nargs="?", help=MODEL_HELP)
+    p.add_argument("--data", default="fashion-mnist", help=DATA_HELP)
+    p.add_argument("--actions", help="comma-separated labels of built-in actions "
+                                     "(default: all: fp16, int8, int8-per-tensor, int4, "
+                                     "int4-per-block32, nbits4, mixed8/4, shared4)")
+    p.add_argument("--action", action="append", default=[], metavar="FIELD=VALUE,...",
+                   help="an extra action as policy fields, e.g. bits=4,granularity=per-block,"
+                        "block_size=64 (repeatable)")
+    p.add_argument("--layers", help="comma-separated layer names (default: all)")
+    p.add_argument("--eval-samples", type=int, help="evaluate on the first N samples only")
+    p.add_argument("-o", "--output", help="write the table as JSON to this file")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--progress", action="store_true", help="print each measurement")
+    _calibration_args(p)
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.set_defaults(run=cmd_sensitivity)
     return parser
 
 
@@ -230,6 +252,36 @@ def cmd_search(args) -> int:
           f"({c.latency.median_ms:.3f} ms vs {o.latency.median_ms:.3f} ms, "
           f"re-measured interleaved), size x{c.size_bytes / o.size_bytes:.3f}")
     print(f"wrote {outcome.model_path} and {outcome.policy_path}")
+    return 0
+
+
+def cmd_sensitivity(args) -> int:
+    from onnxamc import api
+    from onnxamc.errors import PolicyError
+    from onnxamc.policy import parse_uniform
+    from onnxamc.search.sensitivity import DEFAULT_ACTIONS
+
+    actions = dict(DEFAULT_ACTIONS)
+    if args.actions:
+        labels = [a.strip() for a in args.actions.split(",") if a.strip()]
+        unknown = [a for a in labels if a not in DEFAULT_ACTIONS]
+        if unknown:
+            raise PolicyError(f"unknown actions {', '.join(unknown)}; built-in: "
+                              f"{', '.join(DEFAULT_ACTIONS)} (or give --action FIELD=VALUE,...)")
+        actions = {a: DEFAULT_ACTIONS[a] for a in labels}
+    elif args.action:
+        actions = {}
+    for spec in args.action:
+        actions[spec] = parse_uniform(spec)
+    layers = [l.strip() for l in args.layers.split(",") if l.strip()] if args.layers else None
+    table = api.sensitivity(args.model, args.data, args.calibration, actions, layers,
+                            args.eval_samples, args.calibration_samples,
+                            args.calibration_method, args.threads, args.progress)
+    if args.output:
+        table.save(args.output)
+    print(json.dumps(table.to_dict(), indent=2) if args.json else table.format())
+    if args.output and not args.json:
+        print(f"wrote {args.output}")
     return 0
 
 

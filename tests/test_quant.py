@@ -237,17 +237,6 @@ def test_uniform_spec_parses_text_fields():
         "bits": 4, "granularity": "per-block", "block_size": 32, "weight_only": True}
 
 
-def test_int8_per_channel_resnet20_within_one_point(resnet20):
-    from onnxamc import api
-
-    if not resnet20.exists():
-        pytest.skip("bundled ResNet-20 not there yet")
-    model = api.load(resnet20)
-    quantized = api.apply(model, api.uniform_policy(model, "bits=8"))
-    original, int8 = api.bench([model, quantized], runs=3, warmup=1)
-    assert original.accuracy - int8.accuracy <= 0.01
-
-
 def test_metrics_report_real_size_and_bits_per_weight(conv_mlp, feeds):
     from onnxamc.data import Dataset
     from onnxamc.evaluate import compare

@@ -70,6 +70,14 @@ def bits_per_weight(storage: list[LayerStorage]) -> float:
     return 8.0 * sum(s.stored_bytes for s in storage) / weights if weights else 0.0
 
 
+def layer_bits_per_weight(model: onnx.ModelProto, layer: str) -> float:
+    """Effective bits of one layer of the original model, counting the parts a
+    channel-wise mix split it into (`layer.mix8`, `layer.mix4`)."""
+    parts = [s for s in weight_storage(model)
+             if s.name == layer or s.name.startswith(layer + ".mix")]
+    return bits_per_weight(parts)
+
+
 def _collect(name: str, inits: dict, producers: dict, found: set[str], depth: int = 0) -> None:
     if not name or depth > 12:
         return
