@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import onnx
 
 from onnxamc.data import Dataset, load_data
-from onnxamc.errors import OnnxAmcError, PolicyError, SearchError
+from onnxamc.errors import DataError, EvaluationError, OnnxAmcError, PolicyError, SearchError
 from onnxamc.evaluate import Evaluator, Metrics, compare
 from onnxamc.graph import ModelInfo, analyze as _analyze, load_model, save_model
 from onnxamc.models import bundled_model_path
@@ -62,7 +62,7 @@ def uniform_policy(model: ModelLike, spec: str | dict[str, Any]) -> Policy:
 
 
 def apply(model: ModelLike, policy: Policy | str | Path,
-          calibration: DataLike = DEFAULT_CALIBRATION,
+          calibration: DataLike | None = None,
           calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
           calibration_method: str = "minmax", output: str | Path | None = None) -> onnx.ModelProto:
     """Apply a policy (object or JSON file) and optionally save the result."""
@@ -72,18 +72,32 @@ def apply(model: ModelLike, policy: Policy | str | Path,
     if calibration_method not in CALIBRATION_METHODS:
         raise PolicyError(f"unknown calibration method {calibration_method!r}; "
                           f"use one of {', '.join(CALIBRATION_METHODS)}")
-    calib: list[Dataset] = []
-
-    def feeds():
-        if not calib:  # loaded only when the policy quantizes
-            calib.append(data_for(proto, calibration, calibration_samples))
-        return calib[0].batches(CALIBRATION_BATCH)
-
-    out = apply_policy(proto, policy, feeds, calibration_method)
+    out = apply_policy(proto, policy, _lazy_calibration(proto, calibration, calibration_samples),
+                       calibration_method)
     onnx.checker.check_model(out)
     if output is not None:
         save_model(out, output)
     return out
+
+
+def _lazy_calibration(model: onnx.ModelProto, calibration: DataLike | None, samples: int):
+    """Calibration feeds, loaded only when a policy quantizes. Without a choice, the
+    bundled Fashion-MNIST calibration subset, with a hint when it does not fit."""
+    loaded: list[Dataset] = []
+
+    def feeds():
+        if not loaded:
+            try:
+                loaded.append(data_for(model, calibration or DEFAULT_CALIBRATION, samples))
+            except DataError as exc:
+                if calibration is not None:
+                    raise
+                raise DataError(f"quantization needs calibration data that fits the model "
+                                f"(--calibration); the default {DEFAULT_CALIBRATION} does not: "
+                                f"{exc}") from None
+        return loaded[0].batches(CALIBRATION_BATCH)
+
+    return feeds
 
 
 def evaluate(model: ModelLike, data: DataLike = DEFAULT_DATA,
@@ -124,7 +138,7 @@ def default_output(model: ModelLike) -> Path:
 
 
 def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
-           calibration: DataLike = DEFAULT_CALIBRATION, *, latency: float | None = None,
+           calibration: DataLike | None = None, *, latency: float | None = None,
            max_drop: float | None = None, trials: int = 30, timeout: float | None = None,
            storage: str | Path | None = None, study: str | None = None,
            output: str | Path | None = None, actions: Sequence[str] = ("quant", "sparsity"),
@@ -148,12 +162,19 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     storage = str(storage) if storage is not None else str(output.with_suffix(".journal"))
     name = study or f"{output.stem}-{objective.label}"
     dataset = data_for(proto, data, eval_samples)
-    calib = data_for(proto, calibration, calibration_samples)
+    if calibration is None and not _is_fashion_mnist(data):
+        calibration = data  # the user's data is the best calibration set we have
+    calib = _lazy_calibration(proto, calibration, calibration_samples)
     evaluator = Evaluator(proto, dataset, threads, latency_runs)
 
     def evaluate_policy(policy: Policy) -> dict:
-        compressed = apply_policy(proto, policy, lambda: calib.batches(CALIBRATION_BATCH))
-        return evaluator.evaluate(compressed).to_dict()
+        try:
+            compressed = apply_policy(proto, policy, calib)
+            return evaluator.evaluate(compressed).to_dict()
+        except OnnxAmcError:
+            raise
+        except Exception as exc:  # an onnxruntime or quantizer failure on this candidate
+            raise EvaluationError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
     st = open_study(storage, name, objective, info.fingerprint, seed=seed)
     st.set_user_attr("reference_accuracy", evaluator.reference_accuracy)
@@ -167,7 +188,7 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     policy.meta = {"objective": objective.describe(), "feasible": result.feasible,
                    "study": name, "storage": storage, "trial": result.best.number,
                    "metrics": best}
-    compressed = apply_policy(proto, policy, lambda: calib.batches(CALIBRATION_BATCH))
+    compressed = apply_policy(proto, policy, calib)
     onnx.checker.check_model(compressed)
     outcome.model_path = save_model(compressed, output)
     outcome.policy_path = policy.save(output.with_suffix(".policy.json"))
@@ -218,6 +239,10 @@ def sensitivity(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
                 print(f"{layer:<32} {label:<18} drop {100 * table.drops[layer][label]:+.2f}",
                       flush=True)
     return table
+
+
+def _is_fashion_mnist(data: DataLike) -> bool:
+    return isinstance(data, (str, Path)) and str(data).split(":")[0] == "fashion-mnist"
 
 
 def _model_name(model: ModelLike) -> str:

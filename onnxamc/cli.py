@@ -122,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _calibration_args(p: argparse.ArgumentParser, with_method: bool = True) -> None:
-    p.add_argument("--calibration", default="fashion-mnist:calib",
-                   help="calibration data for quantization (default: %(default)s)")
+    p.add_argument("--calibration",
+                   help="calibration data for quantization (default: fashion-mnist:calib for "
+                        "the bundled data, else the --data set)")
     p.add_argument("--calibration-samples", type=int, default=256,
                    help="samples used to calibrate (default: %(default)s)")
     if with_method:
@@ -202,13 +203,14 @@ def cmd_bench(args) -> int:
 def format_bench(names, results, threads: int) -> str:
     base = results[0]
     head = ["model", "accuracy", "latency ms (median)", "p90", "cv", "x latency", "size KB",
-            "x size", "bits/weight", "MACs", "params"]
+            "x size", "zipped KB", "bits/weight", "MACs", "params"]
     rows = []
     for name, r in zip(names, results):
         acc = "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%"
         rows.append([Path(name).name, acc, f"{r.latency.median_ms:.3f}", f"{r.latency.p90_ms:.3f}",
                      f"{r.latency.cv:.2f}", f"{r.latency_ratio:.3f}", f"{r.size_bytes / 1024:.1f}",
-                     f"{r.size_bytes / base.size_bytes:.3f}", f"{r.bits_per_weight or 0:.2f}",
+                     f"{r.size_bytes / base.size_bytes:.3f}", f"{r.size_zipped_bytes / 1024:.1f}",
+                     f"{r.bits_per_weight or 0:.2f}",
                      f"{r.macs:,}", f"{r.params:,}"])
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))

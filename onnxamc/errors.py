@@ -23,3 +23,7 @@ class PolicyError(OnnxAmcError):
 
 class SearchError(OnnxAmcError):
     """A search cannot start or continue (bad storage, study, objective)."""
+
+
+class EvaluationError(OnnxAmcError):
+    """A compressed candidate could not be built or run; the search records it as failed."""

@@ -122,3 +122,26 @@ def test_killed_search_resumes_without_losing_trials(tiny_cnn, tmp_path):
     finished_params = list(finished.values())
     assert all(t.params in finished_params for t in failed if t.params)  # re-run, not lost
     assert (tmp_path / "k.onnx").exists()
+
+
+def test_trial_cut_off_by_a_kill_is_queued_again(tmp_path):
+    """A trial left RUNNING (its process was killed) is marked failed and its policy is
+    evaluated by the next run, so the proposal is not lost."""
+    from onnxamc.search import LayerSlot, SearchSpace, open_study, run_search
+
+    space = SearchSpace([LayerSlot("a", "Conv"), LayerSlot("b", "Gemm")])
+    objective = AccuracyBound(0.01)
+    study = open_study(str(tmp_path / "s.journal"), "s", objective, "fp")
+    cut = study.ask()
+    cut_policy = space.suggest(cut)  # the process "dies" here: the trial stays RUNNING
+    seen = []
+
+    def evaluate(policy):
+        seen.append(policy.to_dict()["layers"])
+        return {"accuracy": 0.9, "accuracy_drop": 0.0, "latency_ratio": 1.0}
+
+    run_search(study, space, objective, evaluate, n_trials=3, progress=False, seeds=[])
+    states = {t.number: t.state for t in study.trials}
+    assert states[cut.number] == optuna.trial.TrialState.FAIL
+    assert cut_policy.to_dict()["layers"] in seen
+    assert len(study.get_trials(states=FINISHED)) == 3
