@@ -39,7 +39,8 @@ def ort_default_int8(model: onnx.ModelProto, feeds: list[dict]) -> onnx.ModelPro
     from onnxruntime.quantization import quantize_static
 
     with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
-        quantize_static(model, f"{tmp}/q.onnx", _Feeds(feeds), per_channel=True)
+        onnx.save(model, f"{tmp}/in.onnx")  # it turns a ModelProto's weights external in place
+        quantize_static(f"{tmp}/in.onnx", f"{tmp}/q.onnx", _Feeds(feeds), per_channel=True)
         return onnx.load(f"{tmp}/q.onnx")
 
 
@@ -47,7 +48,8 @@ def ort_dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnxruntime.quantization import quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
-        quantize_dynamic(model, f"{tmp}/q.onnx")
+        onnx.save(model, f"{tmp}/in.onnx")
+        quantize_dynamic(f"{tmp}/in.onnx", f"{tmp}/q.onnx")
         return onnx.load(f"{tmp}/q.onnx")
 
 

@@ -135,8 +135,9 @@ def quantize_dynamic_layers(model: onnx.ModelProto, per_channel: dict[str, bool]
         if not names:
             continue
         with tempfile.TemporaryDirectory(prefix="onnxamc-qd-") as tmp, _quiet_root_logger():
-            out = Path(tmp) / "q.onnx"
-            quantize_dynamic(out_model, str(out), per_channel=channelwise,
+            source, out = Path(tmp) / "in.onnx", Path(tmp) / "q.onnx"
+            onnx.save(out_model, str(source))  # a ModelProto input fails above ~2 GB/external
+            quantize_dynamic(source, str(out), per_channel=channelwise,
                              weight_type=QuantType.QInt8, nodes_to_quantize=names)
             out_model = restore_names(fix_ir_version(onnx.load(str(out))), names, "_quant")
     return out_model
