@@ -24,12 +24,15 @@ from typing import Iterable, Iterator
 import numpy as np
 import onnx
 
-from onnxamc.graph import find_layers
 from onnxamc.passes.graph_edit import (fix_ir_version, named_copy, nodes_by_name, output_axis,
                                        restore_names)
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 ENTROPY_BINS = 2048
+# Ops whose int8 versions onnxruntime fuses or passes through between quantized layers.
+CONNECTING_OPS = ("Relu", "Clip", "LeakyRelu", "Add", "Concat", "MaxPool", "AveragePool",
+                  "GlobalAveragePool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+                  "Gather", "Split", "Resize", "HardSigmoid", "HardSwish", "Sigmoid", "Mul")
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def quantize_static_layers(model: onnx.ModelProto, specs: dict[str, WeightSpec],
         overrides[nodes[name].input[1]] = [override]
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
-    excluded = [layer.name for layer in find_layers(named) if layer.name not in specs]
+    to_quantize = quantized_neighbourhood(named, set(specs))
     feeds = list(calibration)
     with tempfile.TemporaryDirectory(prefix="onnxamc-q-") as tmp, _quiet_root_logger():
         out = Path(tmp) / "q.onnx"
@@ -94,11 +97,36 @@ def quantize_static_layers(model: onnx.ModelProto, specs: dict[str, WeightSpec],
         quantize_static(
             named, str(out), _Feeds(feeds), quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded, calibrate_method=methods[method],
+            nodes_to_quantize=to_quantize, calibrate_method=methods[method],
             extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True,
                            "TensorQuantOverrides": overrides},
         )
         return fix_ir_version(onnx.load(str(out)))
+
+
+def quantized_neighbourhood(model: onnx.ModelProto, layers: set[str]) -> list[str]:
+    """The layers plus the cheap ops connected to them through other cheap ops.
+
+    Quantizing these lets onnxruntime fuse int8 chains (QLinearConv -> Relu -> Add ...)
+    without touching ops whose activations do not survive uint8: attention masks of
+    -1e4, softmax, layer norm, or ops far from any quantized layer.
+    """
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    chosen = {n.name: n for n in model.graph.node if n.name in layers}
+    todo = list(chosen.values())
+    while todo:
+        node = todo.pop()
+        linked = [producers[i] for i in node.input if i in producers]
+        linked += [c for o in node.output for c in consumers.get(o, [])]
+        for other in linked:
+            if other.op_type in CONNECTING_OPS and other.name not in chosen:
+                chosen[other.name] = other
+                todo.append(other)
+    return list(chosen)
 
 
 def entropy_ranges(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], tmp: Path,
