@@ -248,3 +248,14 @@ def test_metrics_report_real_size_and_bits_per_weight(conv_mlp, feeds):
     assert 4 <= quantized.layer_bits["conv2"] < 5 and quantized.layer_bits["fc"] == 32
     assert quantized.bits_per_weight < 32
     assert quantized.to_dict()["layer_bits"]["conv2"] == quantized.layer_bits["conv2"]
+
+
+def test_static_quantization_leaves_ops_away_from_quantized_layers_float(conv_mlp, feeds):
+    model = load_model(conv_mlp)
+    out = apply_policy(model, Policy({"conv1": LayerAction(bits=8)}), calibration(feeds))
+    producers = {o: n for n in out.graph.node for o in n.output}
+    conv2 = next(n for n in out.graph.node if n.name == "conv2")
+    assert producers[conv2.input[0]].op_type == "DequantizeLinear"  # conv1's int8 output
+    quantized = [producers[n.input[0]].name for n in out.graph.node if n.op_type == "QuantizeLinear"
+                 if n.input[0] in producers]
+    assert quantized == ["conv1"]  # nothing after conv2 (Relu, ReduceMean, fc...) is quantized
