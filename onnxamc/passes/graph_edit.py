@@ -115,7 +115,12 @@ def int_tensor(name: str, values: np.ndarray, bits: int, signed: bool) -> onnx.T
     kind = kinds[(bits, signed)]
     if bits == 8:
         return numpy_helper.from_array(values.astype(np.int8 if signed else np.uint8), name)
-    return helper.make_tensor(name, kind, values.shape, values.astype(np.int64).ravel().tolist())
+    nibbles = (values.astype(np.int8).ravel().view(np.uint8) & 0x0F)
+    if nibbles.size % 2:
+        nibbles = np.append(nibbles, np.uint8(0))
+    tensor = onnx.TensorProto(name=name, data_type=kind, dims=values.shape)
+    tensor.raw_data = (nibbles[0::2] | (nibbles[1::2] << 4)).tobytes()  # first value low nibble
+    return tensor
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
