@@ -129,6 +129,16 @@ def test_gemm_layer_takes_matmul_nbits(tiny_cnn):
     assert storage_of(out, "fc")[0] >= {"MatMulNBits"}
 
 
+def test_dynamic_int8_on_an_exported_gemm(tiny_cnn):
+    model = load_model(tiny_cnn)  # the exporter's value_info on fc.weight must not trip it
+    out = apply_policy(model, Policy({"fc": LayerAction(bits=8, dynamic=True)}))
+    onnx.checker.check_model(out)
+    assert storage_of(out, "fc")[0] & {"MatMulInteger", "DynamicQuantizeMatMul"}
+    x = {"input": np.random.default_rng(1).random((4, 1, 8, 8), dtype=np.float32)}
+    want, got = run_model(model, x)[0], run_model(out, x)[0]
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+
+
 def test_mixed_int8_int4_fp32_in_one_model(conv_mlp, feeds):
     model = load_model(conv_mlp)
     policy = Policy({"conv1": LayerAction(bits=32), "conv2": LayerAction(bits=4),

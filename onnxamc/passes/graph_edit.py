@@ -138,3 +138,27 @@ def restore_names(model: onnx.ModelProto, names: list[str], suffix: str) -> onnx
         if node.name in wanted:
             node.name = wanted[node.name]
     return model
+
+
+def gemm_to_matmul(model: onnx.ModelProto, node: onnx.NodeProto) -> None:
+    """Rewrite a Gemm (alpha = beta = 1, no transA) in place as MatMul + Add."""
+    if _attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0:
+        raise ValueError(f"layer {node.name!r}: only Gemm with alpha=beta=1 and no transA "
+                         "can become MatMulNBits")
+    weight = weight_of(model, node)
+    if _attr(node, "transB", 0):
+        weight = weight.T
+    w_name = unique(model, f"{node.name}.weight_kn")
+    model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), w_name))
+    old_weight = node.input[1]
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    y = node.output[0]
+    index = list(model.graph.node).index(node)
+    matmul_out = unique(model, f"{node.name}.matmul") if bias else y
+    matmul = helper.make_node("MatMul", [node.input[0], w_name], [matmul_out], name=node.name)
+    model.graph.node.remove(node)
+    model.graph.node.insert(index, matmul)
+    if bias:
+        model.graph.node.insert(index + 1, helper.make_node(
+            "Add", [matmul_out, bias], [y], name=unique(model, f"{node.name}.bias_add")))
+    drop_unused_initializer(model, old_weight)

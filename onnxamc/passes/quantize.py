@@ -24,8 +24,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import onnx
 
-from onnxamc.passes.graph_edit import (fix_ir_version, named_copy, nodes_by_name, output_axis,
-                                       restore_names)
+from onnxamc.passes.graph_edit import (fix_ir_version, gemm_to_matmul, named_copy, nodes_by_name,
+                                       output_axis, restore_names)
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 ENTROPY_BINS = 2048
@@ -89,7 +89,8 @@ def quantize_static_layers(model: onnx.ModelProto, specs: dict[str, WeightSpec],
                "percentile": CalibrationMethod.Percentile}
     to_quantize = quantized_neighbourhood(named, set(specs))
     feeds = list(calibration)
-    with tempfile.TemporaryDirectory(prefix="onnxamc-q-") as tmp, _quiet_root_logger():
+    with tempfile.TemporaryDirectory(prefix="onnxamc-q-") as tmp, _quiet_root_logger(), \
+            contextlib.redirect_stdout(io.StringIO()):  # calibrators print their progress
         out = Path(tmp) / "q.onnx"
         if method == "entropy":  # ranges from a finer histogram than quantize_static's
             for tensor, (low, high) in entropy_ranges(named, feeds, Path(tmp)).items():
@@ -141,9 +142,8 @@ def entropy_ranges(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], t
     calibrator = create_calibrator(path, None, augmented_model_path=str(tmp / "entropy-aug.onnx"),
                                    calibrate_method=CalibrationMethod.Entropy,
                                    extra_options={"num_bins": bins, "num_quantized_bins": 128})
-    with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its progress
-        calibrator.collect_data(_Feeds(feeds))
-        data = calibrator.compute_data()
+    calibrator.collect_data(_Feeds(feeds))
+    data = calibrator.compute_data()
     weights = {i.name for i in model.graph.initializer}
     ranges = {}
     for name, tensor in data.data.items():
@@ -158,13 +158,23 @@ def quantize_dynamic_layers(model: onnx.ModelProto, per_channel: dict[str, bool]
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out_model = named_copy(model)
+    nodes = nodes_by_name(out_model)
+    for name in per_channel:  # onnxruntime would rename it: keep the layer's name
+        if nodes[name].op_type == "Gemm":
+            gemm_to_matmul(out_model, nodes[name])
     for channelwise in (True, False):
         names = [n for n, pc in per_channel.items() if pc == channelwise]
         if not names:
             continue
         with tempfile.TemporaryDirectory(prefix="onnxamc-qd-") as tmp, _quiet_root_logger():
             source, out = Path(tmp) / "in.onnx", Path(tmp) / "q.onnx"
-            onnx.save(out_model, str(source))  # a ModelProto input fails above ~2 GB/external
+            # From a file: a ModelProto input trips the quantizer's external-data reload.
+            # Without value_info: it turns Gemm into MatMul with a transposed weight and
+            # then fails on the old shape the exporter recorded for that weight.
+            plain = onnx.ModelProto()
+            plain.CopyFrom(out_model)
+            plain.graph.ClearField("value_info")
+            onnx.save(plain, str(source))
             quantize_dynamic(source, str(out), per_channel=channelwise,
                              weight_type=QuantType.QInt8, nodes_to_quantize=names)
             out_model = restore_names(fix_ir_version(onnx.load(str(out))), names, "_quant")
