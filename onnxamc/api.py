@@ -21,10 +21,13 @@ from onnxamc.models import bundled_model_path
 from onnxamc.graph.blocks import ResidualBlock, residual_blocks
 from onnxamc.graph.groups import ChannelGroup, channel_groups as _channel_groups
 from onnxamc.passes import CALIBRATION_METHODS, apply_policy, structural_fit
+from onnxamc.graph.size import layer_bits_per_weight
 from onnxamc.policy import LayerAction, Policy, parse_uniform
 from onnxamc.runtime import DEFAULT_THREADS
 from onnxamc.search import (LayerSlot, SearchResult, SearchSpace, make_objective, open_study,
                             run_search)
+from onnxamc.search.sensitivity import DEFAULT_ACTIONS as DEFAULT_SENSITIVITY_ACTIONS
+from onnxamc.search.sensitivity import SensitivityTable
 
 ModelLike = str | Path | onnx.ModelProto | None
 DataLike = str | Path | Dataset
@@ -380,6 +383,48 @@ def report(storage: str | Path, directory: str | Path, study: str | None = None,
         policy = Policy.load(policy)
     return write_report(directory, st, policy, [l.to_dict() for l in info.layers],
                         title=f"onnxamc: study {study}")
+def sensitivity(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
+                calibration: DataLike = DEFAULT_CALIBRATION,
+                actions: dict[str, dict[str, Any]] | None = None,
+                layers: Sequence[str] | None = None, eval_samples: int | None = None,
+                calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+                calibration_method: str = "minmax", threads: int = DEFAULT_THREADS,
+                progress: bool = False) -> SensitivityTable:
+    """The accuracy drop when one layer alone takes each action (`actions`: label →
+    LayerAction fields; default: every quantization kind). Actions that do not fit a
+    layer are recorded as None."""
+    proto = load(model)
+    info = _analyze(proto)
+    actions = dict(DEFAULT_SENSITIVITY_ACTIONS if actions is None else actions)
+    for label, fields in actions.items():
+        LayerAction.from_dict(fields, f"action {label}")
+    unknown = sorted(set(layers or ()) - set(info.layer_names))
+    if unknown:
+        raise PolicyError(f"not layers of this model: {', '.join(unknown)}")
+    evaluator = Evaluator(proto, data_for(proto, data, eval_samples), threads)
+    calib = data_for(proto, calibration, calibration_samples)
+    table = SensitivityTable(info.fingerprint, evaluator.reference_accuracy,
+                             evaluator.accuracy_kind, actions,
+                             meta={"eval_samples": len(evaluator.data),
+                                   "calibration_method": calibration_method})
+    for layer in layers or info.layer_names:
+        table.drops[layer], table.bits[layer] = {}, {}
+        for label, fields in actions.items():
+            policy = Policy({layer: LayerAction(**fields)}, info.fingerprint)
+            try:
+                policy.validate({l.name: l.op_type for l in info.layers})
+            except PolicyError:
+                table.drops[layer][label] = table.bits[layer][label] = None
+                continue
+            compressed = apply_policy(proto, policy, lambda: calib.batches(CALIBRATION_BATCH),
+                                      calibration_method)
+            metrics = evaluator.evaluate(compressed, measure_latency=False)
+            table.drops[layer][label] = round(evaluator.reference_accuracy - metrics.accuracy, 6)
+            table.bits[layer][label] = round(layer_bits_per_weight(compressed, layer), 3)
+            if progress:
+                print(f"{layer:<32} {label:<18} drop {100 * table.drops[layer][label]:+.2f}",
+                      flush=True)
+    return table
 
 
 def _is_fashion_mnist(data: DataLike) -> bool:
@@ -392,6 +437,6 @@ def _model_name(model: ModelLike) -> str:
     return Path(model).name if not isinstance(model, onnx.ModelProto) else "model.onnx"
 
 
-__all__ = ["OnnxAmcError", "CompressOutcome", "SearchOutcome", "analyze", "apply", "bench",
-           "channel_groups", "compress", "data_for", "evaluate", "export", "load",
-           "removable_blocks", "search", "uniform_policy"]
+__all__ = ["OnnxAmcError", "CompressOutcome", "SearchOutcome", "SensitivityTable", "analyze",
+           "apply", "bench", "channel_groups", "compress", "data_for", "evaluate", "export", "load",
+           "removable_blocks", "search", "sensitivity", "uniform_policy"]

@@ -136,6 +136,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", help="policy JSON to chart (default: the best trial's)")
     p.add_argument("-o", "--output", required=True, help="report folder")
     p.set_defaults(run=cmd_report)
+
+    p = sub.add_parser("sensitivity", help="accuracy drop when one layer alone takes each action",
+                       description="For every layer and every candidate action (fp16, int8, "
+                                   "int4, per-block, MatMulNBits, 8/4 mix, weight sharing by "
+                                   "default), apply the action to that layer alone and measure "
+                                   "the accuracy drop. Writes a JSON table the search can load.")
+    p.add_argument("model", nargs="?", help=MODEL_HELP)
+    p.add_argument("--data", default="fashion-mnist", help=DATA_HELP)
+    p.add_argument("--actions", help="comma-separated labels of built-in actions "
+                                     "(default: all: fp16, int8, int8-per-tensor, int4, "
+                                     "int4-per-block32, nbits4, mixed8/4, shared4)")
+    p.add_argument("--action", action="append", default=[], metavar="FIELD=VALUE,...",
+                   help="an extra action as policy fields, e.g. bits=4,granularity=per-block,"
+                        "block_size=64 (repeatable)")
+    p.add_argument("--layers", help="comma-separated layer names (default: all)")
+    p.add_argument("--eval-samples", type=int, help="evaluate on the first N samples only")
+    p.add_argument("-o", "--output", help="write the table as JSON to this file")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--progress", action="store_true", help="print each measurement")
+    _calibration_args(p)
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.set_defaults(run=cmd_sensitivity)
     return parser
 
 
@@ -280,13 +302,14 @@ def cmd_bench(args) -> int:
 def format_bench(names, results, threads: int) -> str:
     base = results[0]
     head = ["model", "accuracy", "latency ms (median)", "p90", "cv", "x latency", "size KB",
-            "x size", "zipped KB", "MACs", "params"]
+            "x size", "zipped KB", "bits/weight", "MACs", "params"]
     rows = []
     for name, r in zip(names, results):
         acc = "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%"
         rows.append([Path(name).name, acc, f"{r.latency.median_ms:.3f}", f"{r.latency.p90_ms:.3f}",
                      f"{r.latency.cv:.2f}", f"{r.latency_ratio:.3f}", f"{r.size_bytes / 1024:.1f}",
                      f"{r.size_bytes / base.size_bytes:.3f}", f"{r.size_zipped_bytes / 1024:.1f}",
+                     f"{r.bits_per_weight or 0:.2f}",
                      f"{r.macs:,}", f"{r.params:,}"])
     if "robust_accuracy" in base.extra:
         head.insert(2, f"FGSM {base.extra['fgsm_epsilon']:g}")
@@ -381,6 +404,36 @@ def format_before_after(rows: dict[str, dict]) -> str:
         lines.append(f"  {label:<28} accuracy {100 * m['accuracy']:.2f}%  "
                      f"latency x{m['latency_ratio']:.3f}  size {m['size_bytes'] / 1024:.1f} KB")
     return "\n".join(lines)
+
+
+def cmd_sensitivity(args) -> int:
+    from onnxamc import api
+    from onnxamc.errors import PolicyError
+    from onnxamc.policy import parse_uniform
+    from onnxamc.search.sensitivity import DEFAULT_ACTIONS
+
+    actions = dict(DEFAULT_ACTIONS)
+    if args.actions:
+        labels = [a.strip() for a in args.actions.split(",") if a.strip()]
+        unknown = [a for a in labels if a not in DEFAULT_ACTIONS]
+        if unknown:
+            raise PolicyError(f"unknown actions {', '.join(unknown)}; built-in: "
+                              f"{', '.join(DEFAULT_ACTIONS)} (or give --action FIELD=VALUE,...)")
+        actions = {a: DEFAULT_ACTIONS[a] for a in labels}
+    elif args.action:
+        actions = {}
+    for spec in args.action:
+        actions[spec] = parse_uniform(spec)
+    layers = [l.strip() for l in args.layers.split(",") if l.strip()] if args.layers else None
+    table = api.sensitivity(args.model, args.data, args.calibration, actions, layers,
+                            args.eval_samples, args.calibration_samples,
+                            args.calibration_method, args.threads, args.progress)
+    if args.output:
+        table.save(args.output)
+    print(json.dumps(table.to_dict(), indent=2) if args.json else table.format())
+    if args.output and not args.json:
+        print(f"wrote {args.output}")
+    return 0
 
 
 if __name__ == "__main__":

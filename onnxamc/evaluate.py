@@ -16,6 +16,7 @@ import onnx
 
 from onnxamc.data import Dataset
 from onnxamc.graph import analyze, serialized_size
+from onnxamc.graph.size import bits_per_weight, weight_storage
 from onnxamc.runtime import DEFAULT_THREADS, LatencyStats, make_session, run_batches, time_sessions
 
 EVAL_BATCH = 256
@@ -32,6 +33,8 @@ class Metrics:
     latency: LatencyStats | None = None
     latency_ratio: float | None = None  # median / reference median, same run
     extra: dict = field(default_factory=dict)
+    bits_per_weight: float | None = None  # stored weight bits (scales, codebooks too) / weights
+    layer_bits: dict = field(default_factory=dict)  # the same, per layer
 
     def to_dict(self) -> dict:
         return {
@@ -43,6 +46,8 @@ class Metrics:
             "params": self.params,
             "latency": self.latency.to_dict() if self.latency else None,
             "latency_ratio": self.latency_ratio,
+            "bits_per_weight": self.bits_per_weight,
+            "layer_bits": self.layer_bits,
             **self.extra,
         }
 
@@ -58,6 +63,14 @@ def static_metrics(model: onnx.ModelProto) -> tuple[int, int, int, int]:
     info = analyze(model)
     zipped = len(zlib.compress(model.SerializeToString(), 6))
     return serialized_size(model), info.macs, info.params, zipped
+
+
+def with_storage(metrics: Metrics, model: onnx.ModelProto) -> Metrics:
+    """Fill in the effective bits per weight, of the model and of each layer."""
+    storage = weight_storage(model)
+    metrics.bits_per_weight = bits_per_weight(storage)
+    metrics.layer_bits = {s.name: round(s.bits_per_weight, 3) for s in storage}
+    return metrics
 
 
 class Evaluator:
@@ -90,7 +103,7 @@ class Evaluator:
     def evaluate(self, model: onnx.ModelProto, measure_latency: bool = True) -> Metrics:
         session = make_session(model, self.threads)
         accuracy = top1(self.predict(session), self.targets)
-        metrics = Metrics(accuracy, self.accuracy_kind, *static_metrics(model))
+        metrics = with_storage(Metrics(accuracy, self.accuracy_kind, *static_metrics(model)), model)
         if measure_latency:
             ref, cand = time_sessions([self.reference_session, session], self.data.one(),
                                       self.latency_warmup, self.latency_runs)
@@ -119,7 +132,7 @@ def compare(models: Sequence[onnx.ModelProto], data: Dataset | None,
         accuracy = None
         if targets is not None:
             accuracy = top1(run_batches(session, data.batches(EVAL_BATCH)), targets)
-        results.append(Metrics(accuracy, kind, *static_metrics(model)))
+        results.append(with_storage(Metrics(accuracy, kind, *static_metrics(model)), model))
     stats = time_sessions(sessions, feed if feed is not None else data.one(), warmup, runs)
     for metrics, latency in zip(results, stats):
         metrics.latency = latency

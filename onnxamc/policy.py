@@ -25,7 +25,7 @@ from onnxamc.errors import PolicyError
 
 SCHEMA = "onnxamc.policy/1"
 FLOAT_BITS = 32
-SUPPORTED_BITS = (32, 8)
+SUPPORTED_BITS = (32, 16, 8, 4)  # 16 = fp16 weights; 8 and 4 are integer
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 LOW_RANK_OPS = ("Conv", "Gemm", "MatMul")
 
@@ -35,10 +35,18 @@ class LayerAction:
     """What happens to one layer. The defaults are the identity action."""
 
     sparsity: float = 0.0  # fraction of weights zeroed by magnitude (fine-grained)
-    bits: int = FLOAT_BITS  # 32 keeps float; 8 is int8 per-channel QDQ (u8 activations)
-    keep: float = 1.0  # structured: share of output channels kept (pass: issue 3)
+    bits: int = FLOAT_BITS  # 32 keeps float; 16 fp16 weights; 8/4 integer weights (QDQ)
+    keep: float = 1.0  # structured: share of output channels kept (its channel group's)
     rank: float = 1.0  # low-rank factorization: kept share of the full rank
     remove: bool = False  # replace the residual block this layer opens by the identity
+    # Quantization detail (see onnxamc.quant_actions for what each combination means).
+    granularity: str = "per-channel"  # "per-channel" | "per-tensor" | "per-block"
+    block_size: int = 0  # per-block and weight_only: weights per scale (0 = default)
+    weight_only: bool = False  # MatMul/Gemm through MatMulNBits, float activations
+    accuracy_level: int = 0  # MatMulNBits compute accuracy (0 = onnxruntime default, 1-4)
+    dynamic: bool = False  # int8 with activations quantized at run time, no calibration
+    mixed_low_bits_ratio: float = 0.0  # share of output channels at 4 bits, the rest at `bits`
+    share_bits: int = 0  # weight sharing: k-means into 2**share_bits centroids (0 = off)
 
     @property
     def is_identity(self) -> bool:
@@ -87,6 +95,11 @@ class LayerAction:
         if op_type is not None and self.bits != FLOAT_BITS and op_type not in QUANTIZABLE_OPS:
             raise PolicyError(f"layer {layer!r}: bits={self.bits} is not supported for "
                               f"{op_type} layers (quantizable: {', '.join(QUANTIZABLE_OPS)})")
+        from onnxamc.quant_actions import check_quant_fields
+
+        problem = check_quant_fields(self, op_type)
+        if problem:
+            raise PolicyError(f"layer {layer!r}: {problem}")
 
 
 @dataclass
@@ -129,7 +142,10 @@ class Policy:
         for name in layer_names:
             fields_for_layer = dict(values)
             if op_types and op_types.get(name) not in QUANTIZABLE_OPS:
-                fields_for_layer.pop("bits", None)
+                from onnxamc.quant_actions import QUANT_FIELDS
+
+                for key in ("bits", *QUANT_FIELDS):
+                    fields_for_layer.pop(key, None)
             policy.layers[name] = LayerAction.from_dict(fields_for_layer, name)
         return policy
 
@@ -219,10 +235,8 @@ def parse_uniform(spec: str) -> dict[str, Any]:
             raise PolicyError(f"uniform policy term {part!r} is not FIELD=VALUE with FIELD in "
                               f"{', '.join(known)}")
         try:
-            if known[key] in ("bool", bool):
-                values[key] = _parse_bool(raw)
-            else:
-                values[key] = int(raw) if known[key] in ("int", int) else float(raw)
+            kind = known[key] if isinstance(known[key], str) else known[key].__name__
+            values[key] = {"int": int, "str": str.strip, "bool": _parse_bool}.get(kind, float)(raw)
         except ValueError:
             raise PolicyError(f"uniform policy: {key} needs a number, got {raw!r}") from None
     if not values:
@@ -231,9 +245,6 @@ def parse_uniform(spec: str) -> dict[str, Any]:
 
 
 def _parse_bool(raw: str) -> bool:
-    text = raw.strip().lower()
-    if text in ("1", "true", "yes"):
-        return True
-    if text in ("0", "false", "no"):
-        return False
-    raise ValueError(raw)
+    if raw.strip().lower() not in ("1", "0", "true", "false", "yes", "no"):
+        raise ValueError(raw)
+    return raw.strip().lower() in ("1", "true", "yes")

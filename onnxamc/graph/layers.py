@@ -16,6 +16,9 @@ from onnx import helper, numpy_helper
 from onnxamc.graph.model import initializer_map
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Quantized forms of the layer ops (dynamic int8, MatMulNBits): still layers for the cost
+# model and size accounting, never targets of a policy.
+QUANTIZED_LAYER_OPS = {"ConvInteger": "Conv", "MatMulInteger": "MatMul", "MatMulNBits": "MatMul"}
 
 
 @dataclass
@@ -45,7 +48,7 @@ class Layer:
 
     def features(self) -> list[float]:
         """The raw AMC state vector (normalise across layers before feeding an agent)."""
-        return [float(self.index), float(LAYER_OPS.index(self.op_type)), float(self.c_in),
+        return [float(self.index), float(LAYER_OPS.index(QUANTIZED_LAYER_OPS.get(self.op_type, self.op_type))), float(self.c_in),
                 float(self.c_out), float(np.prod(self.kernel or (1,))),
                 float(self.stride[0] if self.stride else 1), float(self.groups),
                 float(np.prod(self.in_size or (1,))), float(self.params), float(self.macs)]
@@ -77,14 +80,19 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
     producers = {out: node for node in model.graph.node for out in node.output}
     layers: list[Layer] = []
     for name, node in zip(node_names(model), model.graph.node):
-        if node.op_type not in LAYER_OPS or len(node.input) < 2:
+        if (node.op_type not in LAYER_OPS and node.op_type not in QUANTIZED_LAYER_OPS) \
+                or len(node.input) < 2:
             continue
         weight = _constant_source(node.input[1], inits, producers)
         if weight is None:
             continue  # activation x activation MatMul (attention scores): not a layer
         w_init = inits[weight]
         w_shape = tuple(int(d) for d in w_init.dims)
-        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        if node.op_type == "MatMulNBits":  # packed blocks: the logical weight is (K, N)
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            w_shape = (int(attrs["K"]), int(attrs["N"]))
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] \
+            and node.op_type in LAYER_OPS else None  # quantized ops: input 2 is not a bias
         bias = _constant_source(bias, inits, producers) if bias else None
         x_shape = shapes.get(node.input[0])
         y_shape = shapes.get(node.output[0])
@@ -113,9 +121,10 @@ def _constant_source(name: str, inits: dict, producers: dict) -> str | None:
     while name not in inits:
         node = producers.get(name)
         if node is None or node.op_type not in ("DequantizeLinear", "Cast", "Transpose",
-                                                 "Identity") or seen > 4:
+                                                 "Identity", "Gather") or seen > 4:
             return None
-        name, seen = node.input[0], seen + 1
+        # Gather: a shared-weight codebook indexed by an index tensor of the weight's shape
+        name, seen = node.input[1 if node.op_type == "Gather" else 0], seen + 1
     return name
 
 
@@ -123,7 +132,7 @@ def _describe(index, name, node, weight, bias, w_shape, x_shape, y_shape, inits)
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     bias_params = int(np.prod(inits[bias].dims)) if bias and bias in inits else 0
     params = int(np.prod(w_shape)) + bias_params
-    if node.op_type in ("Conv", "ConvTranspose"):
+    if QUANTIZED_LAYER_OPS.get(node.op_type, node.op_type) in ("Conv", "ConvTranspose"):
         if len(w_shape) < 3:
             return None
         groups = int(attrs.get("group", 1))
@@ -131,7 +140,7 @@ def _describe(index, name, node, weight, bias, w_shape, x_shape, y_shape, inits)
         stride = tuple(attrs.get("strides", [1] * len(kernel)))
         in_size = _spatial(x_shape, len(kernel))
         out_size = _spatial(y_shape, len(kernel))
-        if node.op_type == "Conv":
+        if node.op_type != "ConvTranspose":
             c_out, c_in = w_shape[0], w_shape[1] * groups
             macs = _prod(out_size) * c_out * w_shape[1] * _prod(kernel)
         else:  # ConvTranspose weight: (c_in, c_out / groups, k...)

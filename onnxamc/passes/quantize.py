@@ -1,24 +1,46 @@
-"""Per-layer int8 static quantization (QDQ), built on onnxruntime.quantization.
+"""Per-layer static and dynamic QDQ quantization, built on onnxruntime.quantization.
 
-Weights int8 per output channel, activations uint8 per tensor, calibrated on data: the
-combination that onnxruntime's CPU provider fuses into QLinearConv / QGemm. Layers
-whose action keeps float are excluded and stay float.
+Static: weights int8 or int4, per output channel or per tensor (chosen per layer through
+`TensorQuantOverrides`), activations uint8 per tensor calibrated on data (MinMax,
+Entropy or Percentile). u8 activations with s8 per-channel weights is what
+onnxruntime's CPU provider fuses into QLinearConv / QGemm. Layers not named are put in
+`nodes_to_exclude` and stay as they are.
+
+Dynamic: `quantize_dynamic` (ConvInteger / MatMulInteger, activations quantized at run
+time), for the layers named only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 import onnx
 
-from onnxamc.graph import node_names
+from onnxamc.passes.graph_edit import (fix_ir_version, gemm_to_matmul, named_copy, nodes_by_name,
+                                       output_axis, restore_names)
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+ENTROPY_BINS = 2048
+# Ops whose int8 versions onnxruntime fuses or passes through between quantized layers.
+CONNECTING_OPS = ("Relu", "Clip", "LeakyRelu", "Add", "Concat", "MaxPool", "AveragePool",
+                  "GlobalAveragePool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+                  "Gather", "Split", "Resize", "HardSigmoid", "HardSwish", "Sigmoid", "Mul")
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """How one layer's weight is quantized."""
+
+    bits: int = 8  # 8 or 4
+    per_channel: bool = True
 
 
 class _Feeds:
@@ -40,41 +62,123 @@ class _Feeds:
 def quantize_int8(model: onnx.ModelProto, int8_layers: list[str],
                   calibration: Iterable[dict[str, np.ndarray]],
                   method: str = "minmax") -> onnx.ModelProto:
-    """Quantize the named layers to int8 QDQ; every other compressible layer stays float."""
+    """Quantize the named layers to int8 per-channel QDQ; the other layers stay float."""
+    return quantize_static_layers(model, {n: WeightSpec() for n in int8_layers}, calibration,
+                                  method)
+
+
+def quantize_static_layers(model: onnx.ModelProto, specs: dict[str, WeightSpec],
+                           calibration: Iterable[dict[str, np.ndarray]],
+                           method: str = "minmax") -> onnx.ModelProto:
+    """Static QDQ for the layers in `specs` (each with its own bits and granularity)."""
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
-    if not int8_layers:
+    if not specs:
         return model
-    named = _with_unique_names(model)
+    named = named_copy(model)
+    nodes = nodes_by_name(named)
+    types = {8: QuantType.QInt8, 4: QuantType.QInt4}
+    overrides = {}
+    for name, spec in specs.items():
+        override = {"quant_type": types[spec.bits], "symmetric": True}
+        if spec.per_channel:
+            override["axis"] = output_axis(nodes[name])
+        overrides[nodes[name].input[1]] = [override]
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
-    float_layers = _float_layers(named, set(int8_layers))
-    with tempfile.TemporaryDirectory(prefix="onnxamc-q-") as tmp, _quiet_root_logger():
+    to_quantize = quantized_neighbourhood(named, set(specs))
+    feeds = list(calibration)
+    with tempfile.TemporaryDirectory(prefix="onnxamc-q-") as tmp, _quiet_root_logger(), \
+            contextlib.redirect_stdout(io.StringIO()):  # calibrators print their progress
         out = Path(tmp) / "q.onnx"
+        if method == "entropy":  # ranges from a finer histogram than quantize_static's
+            for tensor, (low, high) in entropy_ranges(named, feeds, Path(tmp)).items():
+                overrides.setdefault(tensor, [{"rmin": low, "rmax": high}])
         quantize_static(
-            named, str(out), _Feeds(calibration), quant_format=QuantFormat.QDQ,
+            named, str(out), _Feeds(feeds), quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=float_layers, calibrate_method=methods[method],
-            extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True},
+            nodes_to_quantize=to_quantize, calibrate_method=methods[method],
+            extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True,
+                           "TensorQuantOverrides": overrides},
         )
-        return onnx.load(str(out))
+        return fix_ir_version(onnx.load(str(out)))
 
 
-def _float_layers(model: onnx.ModelProto, int8: set[str]) -> list[str]:
-    from onnxamc.graph import find_layers
+def quantized_neighbourhood(model: onnx.ModelProto, layers: set[str]) -> list[str]:
+    """The layers plus the cheap ops connected to them through other cheap ops.
 
-    return [layer.name for layer in find_layers(model) if layer.name not in int8]
+    Quantizing these lets onnxruntime fuse int8 chains (QLinearConv -> Relu -> Add ...)
+    without touching ops whose activations do not survive uint8: attention masks of
+    -1e4, softmax, layer norm, or ops far from any quantized layer.
+    """
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    chosen = {n.name: n for n in model.graph.node if n.name in layers}
+    todo = list(chosen.values())
+    while todo:
+        node = todo.pop()
+        linked = [producers[i] for i in node.input if i in producers]
+        linked += [c for o in node.output for c in consumers.get(o, [])]
+        for other in linked:
+            if other.op_type in CONNECTING_OPS and other.name not in chosen:
+                chosen[other.name] = other
+                todo.append(other)
+    return list(chosen)
 
 
-def _with_unique_names(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose nodes all carry the names the layer table uses (quantize_static
-    selects nodes by name)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for name, node in zip(node_names(out), out.graph.node):
-        node.name = name
-    return out
+def entropy_ranges(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], tmp: Path,
+                   bins: int = ENTROPY_BINS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Activation ranges by KL-divergence (entropy) calibration over `bins` histogram
+    bins. quantize_static's own entropy calibrator uses 128 bins for 128 quantized
+    levels, where the search has a single candidate and the result equals MinMax."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    path = tmp / "entropy-input.onnx"
+    onnx.save(model, str(path))
+    calibrator = create_calibrator(path, None, augmented_model_path=str(tmp / "entropy-aug.onnx"),
+                                   calibrate_method=CalibrationMethod.Entropy,
+                                   extra_options={"num_bins": bins, "num_quantized_bins": 128})
+    calibrator.collect_data(_Feeds(feeds))
+    data = calibrator.compute_data()
+    weights = {i.name for i in model.graph.initializer}
+    ranges = {}
+    for name, tensor in data.data.items():
+        low, high = tensor.range_value
+        if name not in weights:
+            ranges[name] = (np.asarray(low, np.float32), np.asarray(high, np.float32))
+    return ranges
+
+
+def quantize_dynamic_layers(model: onnx.ModelProto, per_channel: dict[str, bool]) -> onnx.ModelProto:
+    """Dynamic int8 (weights int8, activations quantized at run time) for the named layers."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_model = named_copy(model)
+    nodes = nodes_by_name(out_model)
+    for name in per_channel:  # onnxruntime would rename it: keep the layer's name
+        if nodes[name].op_type == "Gemm":
+            gemm_to_matmul(out_model, nodes[name])
+    for channelwise in (True, False):
+        names = [n for n, pc in per_channel.items() if pc == channelwise]
+        if not names:
+            continue
+        with tempfile.TemporaryDirectory(prefix="onnxamc-qd-") as tmp, _quiet_root_logger():
+            source, out = Path(tmp) / "in.onnx", Path(tmp) / "q.onnx"
+            # From a file: a ModelProto input trips the quantizer's external-data reload.
+            # Without value_info: it turns Gemm into MatMul with a transposed weight and
+            # then fails on the old shape the exporter recorded for that weight.
+            plain = onnx.ModelProto()
+            plain.CopyFrom(out_model)
+            plain.graph.ClearField("value_info")
+            onnx.save(plain, str(source))
+            quantize_dynamic(source, str(out), per_channel=channelwise,
+                             weight_type=QuantType.QInt8, nodes_to_quantize=names)
+            out_model = restore_names(fix_ir_version(onnx.load(str(out))), names, "_quant")
+    return out_model
 
 
 @contextmanager

@@ -1,0 +1,61 @@
+"""Per-block weight quantization (int4 or int8), weight-only, as opset-21 blocked QDQ.
+
+onnxruntime's quantize_static only blocks rank-2 weights with one block size for the
+whole model, so this is graph code: the weight becomes a signed integer tensor of the
+same shape plus one float scale per `block_size` input channels (per output channel and
+kernel position), expanded by a blocked DequantizeLinear in front of the layer.
+Activations stay float.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxamc.passes.graph_edit import (ensure_opset, input_axis, int_tensor, named_copy,
+                                       nodes_by_name, replace_weight, unique, weight_of)
+
+
+def blockwise_quantize(weight: np.ndarray, bits: int, block: int, axis: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-block rounding: (integers of weight's shape, scales with
+    ceil(D/block) along `axis`)."""
+    qmax = 2 ** (bits - 1) - 1
+    moved = np.moveaxis(weight, axis, 0)
+    d = moved.shape[0]
+    blocks = -(-d // block)
+    padded = np.zeros((blocks * block, *moved.shape[1:]), dtype=np.float32)
+    padded[:d] = moved
+    grouped = padded.reshape(blocks, block, *moved.shape[1:])
+    scale = np.abs(grouped).max(axis=1) / qmax
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    q = np.clip(np.round(grouped / scale[:, None]), -qmax - 1, qmax)
+    q = q.reshape(blocks * block, *moved.shape[1:])[:d]
+    return np.moveaxis(q, 0, axis).astype(np.int8), np.moveaxis(scale, 0, axis)
+
+
+def quantize_blockwise(model: onnx.ModelProto, layers: dict[str, tuple[int, int]]) -> onnx.ModelProto:
+    """`layers`: {layer name: (bits, block_size)}."""
+    if not layers:
+        return model
+    out = ensure_opset(named_copy(model))
+    nodes = nodes_by_name(out)
+    for name, (bits, block) in layers.items():
+        node = nodes[name]
+        weight = weight_of(out, node)
+        axis = input_axis(node)
+        q, scale = blockwise_quantize(weight, bits, block, axis)
+        q_name, s_name = unique(out, f"{name}.weight_q{bits}"), unique(out, f"{name}.weight_scale")
+        w_name = unique(out, f"{name}.weight_dq")
+        dq = helper.make_node("DequantizeLinear", [q_name, s_name], [w_name], axis=axis,
+                              block_size=block, name=unique(out, f"{name}.dequantize"))
+        replace_weight(out, node, [int_tensor(q_name, q, bits, True),
+                                   numpy_helper.from_array(scale, s_name)], [dq], w_name)
+    return out
+
+
+def dequantize_blockwise(q: np.ndarray, scale: np.ndarray, block: int, axis: int) -> np.ndarray:
+    """The float weight a blocked DequantizeLinear produces (for tests and reference)."""
+    return q.astype(np.float32) * np.repeat(scale, block, axis=axis).take(
+        range(q.shape[axis]), axis=axis)

@@ -1,0 +1,271 @@
+"""Per-layer quantization actions: every action yields a checked, runnable model whose
+graph stores the asked type; mixes, weight sharing, calibration methods, size accounting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from conftest import export, run_model
+from onnxamc.errors import PolicyError
+from onnxamc.graph import analyze, load_model
+from onnxamc.graph.size import bits_per_weight, weight_storage
+from onnxamc.passes import apply_policy
+from onnxamc.passes.weight_sharing import cluster_weights
+from onnxamc.policy import LayerAction, Policy
+
+T = onnx.TensorProto
+
+
+@pytest.fixture(scope="session")
+def conv_mlp(tmp_path_factory) -> Path:
+    """Two convs then two Linear layers on a (batch, 1, features) tensor: Conv and
+    MatMul layers in one small model (MatMulNBits takes MatMul)."""
+    import torch
+    from torch import nn
+
+    class ConvMlp(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+            self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
+            self.fc = nn.Linear(32, 32)
+            self.head = nn.Linear(32, 10)
+
+        def forward(self, x):
+            y = torch.relu(self.conv2(torch.relu(self.conv1(x)))).mean(dim=(2, 3))
+            return self.head(torch.relu(self.fc(y[:, None, :])))[:, 0]
+
+    path = export(ConvMlp(), (2, 1, 8, 8), tmp_path_factory.mktemp("convmlp") / "conv_mlp.onnx")
+    model = onnx.load(str(path))  # the exporter names MatMuls by position: name them
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    for node, name in zip(matmuls, ("fc", "head")):
+        node.name = name
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def feeds():
+    x = np.random.default_rng(0).random((32, 1, 8, 8), dtype=np.float32)
+    return {"input": x}
+
+
+def calibration(feeds):
+    x = feeds["input"]
+    return lambda: [{"input": x[i:i + 8]} for i in range(0, len(x), 8)]
+
+
+def storage_of(model: onnx.ModelProto, layer: str) -> tuple[set[str], dict[int, list]]:
+    """The ops on the constant path into the layer's weight and the stored initializers
+    by ONNX data type."""
+    inits = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    node = next(n for n in model.graph.node if n.name == layer)
+    ops, by_type = {node.op_type}, {}
+    todo = list(node.input[1:4] if node.op_type == "MatMulNBits" else node.input[1:2])
+    while todo:
+        name = todo.pop()
+        if name in inits:
+            by_type.setdefault(inits[name].data_type, []).append(inits[name])
+        elif name in producers and producers[name].op_type in (
+                "DequantizeLinear", "Cast", "Gather", "Concat"):
+            ops.add(producers[name].op_type)
+            todo.extend(producers[name].input)
+    return ops, by_type
+
+
+def scale_of(model, layer) -> np.ndarray:
+    _, by_type = storage_of(model, layer)
+    return numpy_helper.to_array(by_type[T.FLOAT][0])
+
+
+# action, layers it applies to, check of (ops, stored types, scale) for one layer
+ACTIONS = {
+    "fp16": ({"bits": 16}, "conv2", lambda ops, t: "Cast" in ops and T.FLOAT16 in t),
+    "int8-per-channel": ({"bits": 8}, "conv2",
+                         lambda ops, t: T.INT8 in t and t[T.FLOAT][0].dims == [32]),
+    "int8-per-tensor": ({"bits": 8, "granularity": "per-tensor"}, "conv2",
+                        lambda ops, t: T.INT8 in t and list(t[T.FLOAT][0].dims) == []),
+    "int4-per-channel": ({"bits": 4}, "conv2",
+                         lambda ops, t: T.INT4 in t and t[T.FLOAT][0].dims == [32]),
+    "int4-per-block": ({"bits": 4, "granularity": "per-block", "block_size": 16}, "conv2",
+                       lambda ops, t: T.INT4 in t and list(t[T.FLOAT][0].dims) == [32, 2, 3, 3]),
+    "int8-dynamic": ({"bits": 8, "dynamic": True}, "conv2",
+                     lambda ops, t: "ConvInteger" in ops and T.INT8 in t),
+    "nbits4": ({"bits": 4, "weight_only": True, "block_size": 16, "accuracy_level": 4},
+               "fc", lambda ops, t: "MatMulNBits" in ops and T.UINT8 in t),
+    "shared4": ({"share_bits": 4}, "conv2",
+                lambda ops, t: "Gather" in ops and T.UINT4 in t and t[T.FLOAT][0].dims == [16]),
+    "shared6": ({"share_bits": 6}, "conv2",
+                lambda ops, t: "Gather" in ops and T.UINT8 in t and t[T.FLOAT][0].dims == [64]),
+}
+
+
+@pytest.mark.parametrize("kind", list(ACTIONS))
+def test_every_action_yields_a_checked_runnable_model_of_the_asked_type(kind, conv_mlp, feeds):
+    fields, layer, shows_type = ACTIONS[kind]
+    model = load_model(conv_mlp)
+    out = apply_policy(model, Policy({layer: LayerAction(**fields)}), calibration(feeds))
+    onnx.checker.check_model(out)
+    want, got = run_model(model, feeds)[0], run_model(out, feeds)[0]
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+    ops, types = storage_of(out, layer)
+    assert shows_type(ops, types), (ops, sorted(types))
+    assert out.ByteSize() < model.ByteSize()
+
+
+def test_gemm_layer_takes_matmul_nbits(tiny_cnn):
+    model = load_model(tiny_cnn)
+    out = apply_policy(model, Policy({"fc": LayerAction(bits=4, weight_only=True)}))
+    onnx.checker.check_model(out)
+    x = {"input": np.random.default_rng(1).random((4, 1, 8, 8), dtype=np.float32)}
+    want, got = run_model(model, x)[0], run_model(out, x)[0]
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+    assert storage_of(out, "fc")[0] >= {"MatMulNBits"}
+
+
+def test_dynamic_int8_on_an_exported_gemm(tiny_cnn):
+    model = load_model(tiny_cnn)  # the exporter's value_info on fc.weight must not trip it
+    out = apply_policy(model, Policy({"fc": LayerAction(bits=8, dynamic=True)}))
+    onnx.checker.check_model(out)
+    assert storage_of(out, "fc")[0] & {"MatMulInteger", "DynamicQuantizeMatMul"}
+    x = {"input": np.random.default_rng(1).random((4, 1, 8, 8), dtype=np.float32)}
+    want, got = run_model(model, x)[0], run_model(out, x)[0]
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+
+
+def test_mixed_int8_int4_fp32_in_one_model(conv_mlp, feeds):
+    model = load_model(conv_mlp)
+    policy = Policy({"conv1": LayerAction(bits=32), "conv2": LayerAction(bits=4),
+                     "fc": LayerAction(bits=8), "head": LayerAction(bits=16)})
+    out = apply_policy(model, policy, calibration(feeds))
+    onnx.checker.check_model(out)
+    assert np.isfinite(run_model(out, feeds)[0]).all()
+    assert T.FLOAT in storage_of(out, "conv1")[1] and len(storage_of(out, "conv1")[1]) == 1
+    assert T.INT4 in storage_of(out, "conv2")[1]
+    assert T.INT8 in storage_of(out, "fc")[1]
+    assert T.FLOAT16 in storage_of(out, "head")[1]
+    bits = {s.name: s.bits_per_weight for s in weight_storage(out)}
+    assert bits["conv1"] == 32 and 4 <= bits["conv2"] < 5 and 8 <= bits["fc"] < 9.5
+    assert bits["head"] == 16
+
+
+def test_channel_mix_splits_in_int8_and_int4_parts_in_the_original_order(conv_mlp, feeds):
+    model = load_model(conv_mlp)
+    out = apply_policy(model, Policy({"conv2": LayerAction(bits=8, mixed_low_bits_ratio=0.75)}),
+                       calibration(feeds))
+    onnx.checker.check_model(out)
+    assert T.INT8 in storage_of(out, "conv2.mix8")[1]
+    assert T.INT4 in storage_of(out, "conv2.mix4")[1]
+    sizes = {s.name: s.weights for s in weight_storage(out)}
+    assert sizes["conv2.mix8"] == 8 * 32 * 9 and sizes["conv2.mix4"] == 24 * 32 * 9
+    want, got = run_model(model, feeds)[0], run_model(out, feeds)[0]
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()  # channels in place
+    int8 = apply_policy(model, Policy({"conv2": LayerAction(bits=8)}), calibration(feeds))
+    assert bits_per_weight(weight_storage(out)) < bits_per_weight(weight_storage(int8))
+
+
+def test_weight_sharing_shrinks_file_and_equals_clustered_reference(conv_mlp, feeds):
+    model = load_model(conv_mlp)
+    out = apply_policy(model, Policy({"conv2": LayerAction(share_bits=4),
+                                      "fc": LayerAction(share_bits=5)}))
+    onnx.checker.check_model(out)
+    assert out.ByteSize() < 0.5 * model.ByteSize()
+    reference = onnx.ModelProto()
+    reference.CopyFrom(model)
+    layers = {l.name: l for l in analyze(model).layers}
+    for name, bits in (("conv2", 4), ("fc", 5)):
+        init = next(i for i in reference.graph.initializer if i.name == layers[name].weight)
+        codebook, index = cluster_weights(numpy_helper.to_array(init), bits)
+        assert len(np.unique(codebook[index])) <= 2 ** bits
+        init.CopyFrom(numpy_helper.from_array(codebook[index], init.name))
+    np.testing.assert_allclose(run_model(out, feeds)[0], run_model(reference, feeds)[0],
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("other", ["entropy", "percentile"])
+def test_calibration_method_is_selectable_and_changes_scales(other, conv_mlp, feeds):
+    model = load_model(conv_mlp)
+    policy = Policy({"conv1": LayerAction(bits=8), "conv2": LayerAction(bits=8)})
+    minmax = apply_policy(model, policy, calibration(feeds), "minmax")
+    changed = apply_policy(model, policy, calibration(feeds), other)
+
+    def activation_scales(m):
+        return {i.name: float(numpy_helper.to_array(i)) for i in m.graph.initializer
+                if i.name.endswith("_scale") and not i.dims and "weight" not in i.name}
+
+    a, b = activation_scales(minmax), activation_scales(changed)
+    assert a.keys() == b.keys() and a
+    assert any(abs(a[k] - b[k]) > 1e-6 * abs(a[k]) for k in a)
+
+
+def test_effective_bits_per_weight_and_real_size(conv_mlp, feeds):
+    model = load_model(conv_mlp)
+    layers = analyze(model).layer_names
+    assert bits_per_weight(weight_storage(model)) == 32
+    int8 = apply_policy(model, Policy.uniform(layers, bits=8, granularity="per-tensor"),
+                        calibration(feeds))
+    int4 = apply_policy(model, Policy.uniform(layers, bits=4, granularity="per-tensor"),
+                        calibration(feeds))
+    assert 8 <= bits_per_weight(weight_storage(int8)) < 8.1
+    assert 4 <= bits_per_weight(weight_storage(int4)) < 4.1
+    assert int4.ByteSize() < int8.ByteSize() < model.ByteSize()
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"bits": 5}, "bits must be one of"),
+    ({"bits": 8, "granularity": "per-row"}, "granularity"),
+    ({"bits": 4, "granularity": "per-block", "block_size": 24}, "power of two"),
+    ({"bits": 32, "granularity": "per-tensor"}, "need bits 8 or 4"),
+    ({"bits": 4, "dynamic": True}, "dynamic"),
+    ({"bits": 8, "block_size": 32}, "block_size applies"),
+    ({"bits": 4, "mixed_low_bits_ratio": 0.5}, "mixed_low_bits_ratio needs bits=8"),
+    ({"share_bits": 9}, "share_bits"),
+    ({"share_bits": 4, "bits": 8}, "share_bits keeps float"),
+])
+def test_invalid_quantization_fields_are_rejected_with_one_line(fields, message):
+    with pytest.raises(PolicyError, match=message) as err:
+        Policy.from_dict({"schema": "onnxamc.policy/1", "layers": {"conv": fields}})
+    assert "\n" not in str(err.value)
+
+
+def test_weight_only_is_rejected_on_conv_layers(conv_mlp):
+    model = load_model(conv_mlp)
+    with pytest.raises(PolicyError, match="MatMul and Gemm"):
+        apply_policy(model, Policy({"conv2": LayerAction(bits=4, weight_only=True)}))
+
+
+def test_uniform_spec_parses_text_fields():
+    from onnxamc.policy import parse_uniform
+
+    assert parse_uniform("bits=4,granularity=per-block,block_size=32,weight_only=true") == {
+        "bits": 4, "granularity": "per-block", "block_size": 32, "weight_only": True}
+
+
+def test_metrics_report_real_size_and_bits_per_weight(conv_mlp, feeds):
+    from onnxamc.data import Dataset
+    from onnxamc.evaluate import compare
+
+    model = load_model(conv_mlp)
+    int4 = apply_policy(model, Policy({"conv2": LayerAction(bits=4)}), calibration(feeds))
+    original, quantized = compare([model, int4], Dataset(feeds), runs=2, warmup=1)
+    assert original.bits_per_weight == 32 and quantized.size_bytes == int4.ByteSize()
+    assert 4 <= quantized.layer_bits["conv2"] < 5 and quantized.layer_bits["fc"] == 32
+    assert quantized.bits_per_weight < 32
+    assert quantized.to_dict()["layer_bits"]["conv2"] == quantized.layer_bits["conv2"]
+
+
+def test_static_quantization_leaves_ops_away_from_quantized_layers_float(conv_mlp, feeds):
+    model = load_model(conv_mlp)
+    out = apply_policy(model, Policy({"conv1": LayerAction(bits=8)}), calibration(feeds))
+    producers = {o: n for n in out.graph.node for o in n.output}
+    conv2 = next(n for n in out.graph.node if n.name == "conv2")
+    assert producers[conv2.input[0]].op_type == "DequantizeLinear"  # conv1's int8 output
+    quantized = [producers[n.input[0]].name for n in out.graph.node if n.op_type == "QuantizeLinear"
+                 if n.input[0] in producers]
+    assert quantized == ["conv1"]  # nothing after conv2 (Relu, ReduceMean, fc...) is quantized
