@@ -21,11 +21,13 @@ from onnxamc.models import bundled_model_path
 from onnxamc.passes import CALIBRATION_METHODS, apply_policy
 from onnxamc.policy import Policy, parse_uniform
 from onnxamc.runtime import DEFAULT_THREADS
+from onnxamc.runtime.target import DEFAULT_TARGET, Target, load_target
 from onnxamc.search import (LayerSlot, SearchResult, SearchSpace, make_objective, open_study,
                             run_search)
 
 ModelLike = str | Path | onnx.ModelProto | None
 DataLike = str | Path | Dataset
+TargetLike = str | Path | Target | None  # shipped name, TOML path; None: cpu-ort
 
 DEFAULT_DATA = "fashion-mnist"
 DEFAULT_CALIBRATION = "fashion-mnist:calib"
@@ -84,23 +86,28 @@ def apply(model: ModelLike, policy: Policy | str | Path,
 
 
 def evaluate(model: ModelLike, data: DataLike = DEFAULT_DATA,
-             threads: int = DEFAULT_THREADS, runs: int = 100) -> Metrics:
+             threads: int | None = None, runs: int = 100, *,
+             target: TargetLike = None) -> Metrics:
     """Accuracy (top-1, or fidelity without labels), latency, size, MACs, params."""
-    return bench([model], data, threads, runs)[0]
+    return bench([model], data, threads, runs, target=target)[0]
 
 
 def bench(models: Sequence[ModelLike], data: DataLike | None = DEFAULT_DATA,
-          threads: int = DEFAULT_THREADS, runs: int = 100, warmup: int = 10,
-          limit: int | None = None) -> list[Metrics]:
-    """Metrics side by side, ratios to the first model, latency runs interleaved."""
+          threads: int | None = None, runs: int = 100, warmup: int = 10,
+          limit: int | None = None, *, target: TargetLike = None) -> list[Metrics]:
+    """Metrics side by side, ratios to the first model, latency runs interleaved.
+    `target` says where latency is measured; `threads` overrides its thread count."""
+    target = load_target(target, threads)
+    threads = DEFAULT_THREADS if threads is None else threads
     protos = [load(m) for m in models]
     dataset = data_for(protos[0], data, limit) if data is not None else None
     if dataset is None:
         from onnxamc.data import random_data
 
         dataset_for_feed = random_data(_analyze(protos[0]).inputs, 1)
-        return compare(protos, None, threads, runs, warmup, feed=dataset_for_feed.one())
-    return compare(protos, dataset, threads, runs, warmup)
+        return compare(protos, None, threads, runs, warmup, feed=dataset_for_feed.one(),
+                       target=target)
+    return compare(protos, dataset, threads, runs, warmup, target=target)
 
 
 @dataclass
@@ -125,15 +132,18 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
            max_drop: float | None = None, trials: int = 30, timeout: float | None = None,
            storage: str | Path | None = None, study: str | None = None,
            output: str | Path | None = None, actions: Sequence[str] = ("quant", "sparsity"),
-           threads: int = DEFAULT_THREADS, eval_samples: int | None = None,
+           threads: int | None = None, eval_samples: int | None = None,
            calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES, latency_runs: int = 50,
-           seed: int | None = 0, progress: bool = True, verify_runs: int = 200) -> SearchOutcome:
+           seed: int | None = 0, progress: bool = True, verify_runs: int = 200,
+           target: TargetLike = None) -> SearchOutcome:
     """Search per-layer policies with TPE, then write the best policy and its model.
 
     `latency` asks for the best accuracy within latency ≤ ratio × original;
     `max_drop` (the default, 0.01) for the lowest latency within that accuracy drop.
     Running it again with the same storage and study continues where it stopped.
     """
+    target = load_target(target, threads)
+    threads = DEFAULT_THREADS if threads is None else threads
     proto = load(model)
     info = _analyze(proto)
     try:
@@ -143,10 +153,11 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
         raise SearchError(str(exc)) from None
     output = Path(output) if output is not None else default_output(model)
     storage = str(storage) if storage is not None else str(output.with_suffix(".journal"))
-    name = study or f"{output.stem}-{objective.label}"
+    name = study or f"{output.stem}-{objective.label}" + (
+        "" if target.name == DEFAULT_TARGET else f"-{target.name}")
     dataset = data_for(proto, data, eval_samples)
     calib = data_for(proto, calibration, calibration_samples)
-    evaluator = Evaluator(proto, dataset, threads, latency_runs)
+    evaluator = Evaluator(proto, dataset, threads, latency_runs, target=target)
 
     def evaluate_policy(policy: Policy) -> dict:
         compressed = apply_policy(proto, policy, lambda: calib.batches(CALIBRATION_BATCH))
@@ -169,8 +180,58 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     outcome.model_path = save_model(compressed, output)
     outcome.policy_path = policy.save(output.with_suffix(".policy.json"))
     outcome.original, outcome.compressed = compare([proto, compressed], dataset, threads,
-                                                   verify_runs)
+                                                   verify_runs, target=target)
     return outcome
+
+
+@dataclass
+class TargetStatus:
+    name: str
+    path: Path | None
+    target: Target | None  # None when the file does not validate
+    error: str | None  # why it does not validate
+    unavailable: str | None  # why this machine cannot measure on it now
+
+
+def targets(paths: Sequence[str | Path] = (), probe_remote: bool = False) -> list[TargetStatus]:
+    """The shipped targets (and any extra TOML files), each validated and checked
+    against this machine; remote ones probe their tracker only when asked."""
+    from onnxamc.errors import TargetError
+    from onnxamc.runtime.measure import unavailable_reason
+    from onnxamc.runtime.target import shipped_targets
+
+    out = []
+    for spec in [*shipped_targets(), *paths]:
+        try:
+            t = load_target(spec)
+        except TargetError as exc:
+            out.append(TargetStatus(Path(spec).stem, Path(spec), None, str(exc), None))
+            continue
+        out.append(TargetStatus(t.name, t.path, t, None, unavailable_reason(t, probe_remote)))
+    return out
+
+
+def device_serve(host: str = "127.0.0.1", port: int = 9090, tracker: str | None = None,
+                 key: str = "", silent: bool = False):
+    """Start the device agent (TVM RPC server + onnxruntime timing); returns the server."""
+    from onnxamc.runtime.agent import serve
+    from onnxamc.runtime.target import parse_address
+    from onnxamc.runtime.tvm_build import require_tvm
+
+    require_tvm("device agent")
+    address = parse_address(tracker, "--tracker") if tracker else None
+    if address and not key:
+        raise OnnxAmcError("--tracker needs --key (the device key hosts ask for)")
+    return serve(host, port, port + 100, address, key, silent)
+
+
+def device_tracker(host: str = "127.0.0.1", port: int = 9190):
+    """Start a TVM RPC tracker (the queue of devices by key); returns it."""
+    from onnxamc.runtime.agent import start_tracker
+    from onnxamc.runtime.tvm_build import require_tvm
+
+    require_tvm("tracker")
+    return start_tracker(host, port, port + 10, silent=False)
 
 
 def _model_name(model: ModelLike) -> str:
@@ -180,4 +241,4 @@ def _model_name(model: ModelLike) -> str:
 
 
 __all__ = ["OnnxAmcError", "analyze", "apply", "bench", "data_for", "evaluate", "load",
-           "search", "uniform_policy", "SearchOutcome"]
+           "search", "targets", "uniform_policy", "SearchOutcome", "TargetStatus"]

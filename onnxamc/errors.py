@@ -23,3 +23,17 @@ class PolicyError(OnnxAmcError):
 
 class SearchError(OnnxAmcError):
     """A search cannot start or continue (bad storage, study, objective)."""
+
+
+class TargetError(OnnxAmcError):
+    """A target file is missing or malformed, or asks for what this machine lacks."""
+
+
+class UnsupportedOnTargetError(OnnxAmcError):
+    """The model uses something the target's runtime cannot run (e.g. int4 QDQ on TVM).
+
+    The search treats such a candidate as infeasible instead of failing the trial."""
+
+
+class DeviceUnreachableError(OnnxAmcError):
+    """A remote device (or its tracker) did not answer within the timeout."""
