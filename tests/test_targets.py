@@ -118,3 +118,13 @@ def test_unsupported_model_is_infeasible_not_a_crash(tiny_cnn):
     assert metrics[1].latency is None and math.isinf(metrics[1].latency_ratio)
     assert "not supported on this runtime" in metrics[1].extra["latency_error"]
     assert metrics[1].extra["supported"] is False
+
+
+def test_search_objectives_score_unsupported_as_infeasible():
+    from onnxamc.search.objective import make_objective
+
+    metrics = {"accuracy": 0.9, "accuracy_drop": 0.0, "latency_ratio": math.inf,
+               "supported": False}
+    for objective in (make_objective(latency=0.8), make_objective(max_drop=0.01)):
+        assert math.isinf(objective.constraint(metrics))
+    assert make_objective(max_drop=0.01).constraint({**metrics, "supported": True}) < 0
