@@ -18,6 +18,7 @@ import os
 import platform
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -101,8 +102,17 @@ def serve(host: str = "127.0.0.1", port: int = 9090, port_end: int = 9199,
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         warnings.warn(NO_AUTH_WARNING.format(host=host, port=port), stacklevel=2)
+    _share_import_path()
     return rpc.Server(host, port, port_end, tracker_addr=tracker, key=key, silent=silent,
                       server_init_callback=register_functions)
+
+
+def _share_import_path() -> None:
+    """The server runs in a fresh Python process: let it import this very onnxamc."""
+    here = str(Path(__file__).resolve().parents[2])
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if here not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([here, *[p for p in paths if p]])
 
 
 def start_tracker(host: str = "127.0.0.1", port: int = 9190, port_end: int = 9199,
