@@ -94,9 +94,12 @@ def evaluate(model: ModelLike, data: DataLike = DEFAULT_DATA,
 
 def bench(models: Sequence[ModelLike], data: DataLike | None = DEFAULT_DATA,
           threads: int | None = None, runs: int = 100, warmup: int = 10,
-          limit: int | None = None, *, target: TargetLike = None) -> list[Metrics]:
+          limit: int | None = None, *, target: TargetLike = None,
+          layer_table: bool | str | Path = False) -> list[Metrics]:
     """Metrics side by side, ratios to the first model, latency runs interleaved.
-    `target` says where latency is measured; `threads` overrides its thread count."""
+    `target` says where latency is measured; `threads` overrides its thread count.
+    `layer_table` (True or a JSON path) adds the per-layer table's prediction and its
+    error against the measured latency."""
     target = load_target(target, threads)
     threads = DEFAULT_THREADS if threads is None else threads
     protos = [load(m) for m in models]
@@ -105,9 +108,25 @@ def bench(models: Sequence[ModelLike], data: DataLike | None = DEFAULT_DATA,
         from onnxamc.data import random_data
 
         dataset_for_feed = random_data(_analyze(protos[0]).inputs, 1)
-        return compare(protos, None, threads, runs, warmup, feed=dataset_for_feed.one(),
-                       target=target)
-    return compare(protos, dataset, threads, runs, warmup, target=target)
+        results = compare(protos, None, threads, runs, warmup, feed=dataset_for_feed.one(),
+                          target=target)
+    else:
+        results = compare(protos, dataset, threads, runs, warmup, target=target)
+    if layer_table:
+        _add_layer_predictions(protos, results, target, layer_table)
+    return results
+
+
+def _add_layer_predictions(protos, results, target: Target, table_path) -> None:
+    from onnxamc.runtime.layer_table import LayerTable
+
+    table = LayerTable(target, None if table_path is True else table_path)
+    for proto, metrics in zip(protos, results):
+        if metrics.latency is None:
+            continue
+        prediction = table.predict(proto)
+        metrics.extra["layer_table"] = {**prediction.to_dict(), "table": str(table.path),
+                                        "error": prediction.error(metrics.latency.median_ms)}
 
 
 @dataclass

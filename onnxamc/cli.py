@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-data", action="store_true", help="latency and size only (random input)")
     p.add_argument("--limit", type=int, help="evaluate on the first N samples only")
     _runtime_args(p, runs=100)
+    p.add_argument("--layer-table", nargs="?", const=True, default=False, metavar="JSON",
+                   help="also predict latency from the per-layer table (default file: "
+                        "~/.cache/onnxamc/layer-tables/TARGET.json) and report its error")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(run=cmd_bench)
 
@@ -199,7 +202,7 @@ def cmd_bench(args) -> int:
 
     data = None if args.no_data else args.data
     results = api.bench(args.models, data, args.threads, args.runs, limit=args.limit,
-                        target=args.target)
+                        target=args.target, layer_table=args.layer_table)
     if args.json:
         print(json.dumps([{"model": m, **r.to_dict()} for m, r in zip(args.models, results)],
                          indent=2))
@@ -208,6 +211,12 @@ def cmd_bench(args) -> int:
     for name, r in zip(args.models, results):
         if r.extra.get("latency_error"):
             print(f"{Path(name).name}: {r.extra['latency_error']}")
+        if r.extra.get("layer_table"):
+            t = r.extra["layer_table"]
+            print(f"{Path(name).name}: layer table predicts {t['predicted_ms']:.3f} ms vs "
+                  f"{r.latency.median_ms:.3f} ms measured (error {100 * t['error']:+.1f}%), "
+                  f"{len(t['layers'])} layers, {t['measured_now']} newly measured, "
+                  f"table {t['table']}")
     return 0
 
 

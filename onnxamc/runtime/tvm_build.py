@@ -104,7 +104,8 @@ def build(model: onnx.ModelProto, target: Target, tune: bool | None = None):
     if target.tuning_database is not None and (tune or (tune is None and target.tuning_trials)):
         from onnxamc.runtime.tuning import compile_tuned
 
-        return compile_tuned(mod, tgt, target.tuning_database, target.tuning_trials)
+        return compile_tuned(mod, tgt, target.tuning_database, target.tuning_trials,
+                             target.remote, target.cross_compiler)
     try:
         return tvm.compile(mod, target=tgt)
     except Exception as exc:
