@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import onnx
 
 from onnxamc.data import Dataset, load_data
-from onnxamc.errors import OnnxAmcError, PolicyError, SearchError
+from onnxamc.errors import DataError, EvaluationError, OnnxAmcError, PolicyError, SearchError
 from onnxamc.evaluate import Evaluator, Metrics, compare
 from onnxamc.graph import ModelInfo, analyze as _analyze, load_model, save_model
 from onnxamc.models import bundled_model_path
@@ -40,6 +40,23 @@ def load(model: ModelLike = None) -> onnx.ModelProto:
     return load_model(bundled_model_path() if model is None else model)
 
 
+def export(entry: str, input_shape: Sequence[int] | str, output: str | Path,
+           weights: str | Path | None = None) -> onnx.ModelProto:
+    """Export a torch model (`package.module:factory`) to ONNX, verified against torch."""
+    from onnxamc.export import export_torch, load_factory, parse_shape
+
+    shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
+    module = load_factory(entry, weights)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    return export_torch(module, shape, output)
+
+
+def is_torch_entry(model: ModelLike) -> bool:
+    """`pkg.mod:factory` (not an existing file) names a torch model to export first."""
+    return (isinstance(model, str) and ":" in model and not Path(model).exists()
+            and not model.endswith(".onnx"))
+
+
 def analyze(model: ModelLike = None) -> ModelInfo:
     """The layer table with AMC features, MACs and params."""
     return _analyze(load(model))
@@ -61,7 +78,7 @@ def uniform_policy(model: ModelLike, spec: str | dict[str, Any]) -> Policy:
 
 
 def apply(model: ModelLike, policy: Policy | str | Path,
-          calibration: DataLike = DEFAULT_CALIBRATION,
+          calibration: DataLike | None = None,
           calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
           calibration_method: str = "minmax", output: str | Path | None = None) -> onnx.ModelProto:
     """Apply a policy (object or JSON file) and optionally save the result."""
@@ -71,18 +88,32 @@ def apply(model: ModelLike, policy: Policy | str | Path,
     if calibration_method not in CALIBRATION_METHODS:
         raise PolicyError(f"unknown calibration method {calibration_method!r}; "
                           f"use one of {', '.join(CALIBRATION_METHODS)}")
-    calib: list[Dataset] = []
-
-    def feeds():
-        if not calib:  # loaded only when the policy quantizes
-            calib.append(data_for(proto, calibration, calibration_samples))
-        return calib[0].batches(CALIBRATION_BATCH)
-
-    out = apply_policy(proto, policy, feeds, calibration_method)
+    out = apply_policy(proto, policy, _lazy_calibration(proto, calibration, calibration_samples),
+                       calibration_method)
     onnx.checker.check_model(out)
     if output is not None:
         save_model(out, output)
     return out
+
+
+def _lazy_calibration(model: onnx.ModelProto, calibration: DataLike | None, samples: int):
+    """Calibration feeds, loaded only when a policy quantizes. Without a choice, the
+    bundled Fashion-MNIST calibration subset, with a hint when it does not fit."""
+    loaded: list[Dataset] = []
+
+    def feeds():
+        if not loaded:
+            try:
+                loaded.append(data_for(model, calibration or DEFAULT_CALIBRATION, samples))
+            except DataError as exc:
+                if calibration is not None:
+                    raise
+                raise DataError(f"quantization needs calibration data that fits the model "
+                                f"(--calibration); the default {DEFAULT_CALIBRATION} does not: "
+                                f"{exc}") from None
+        return loaded[0].batches(CALIBRATION_BATCH)
+
+    return feeds
 
 
 def evaluate(model: ModelLike, data: DataLike = DEFAULT_DATA,
@@ -94,12 +125,16 @@ def evaluate(model: ModelLike, data: DataLike = DEFAULT_DATA,
 
 def bench(models: Sequence[ModelLike], data: DataLike | None = DEFAULT_DATA,
           threads: int | None = None, runs: int = 100, warmup: int = 10,
-          limit: int | None = None, *, target: TargetLike = None,
-          layer_table: bool | str | Path = False) -> list[Metrics]:
+          limit: int | None = None, fgsm_epsilon: float | None = None, *,
+          target: TargetLike = None, layer_table: bool | str | Path = False) -> list[Metrics]:
     """Metrics side by side, ratios to the first model, latency runs interleaved.
+
+    `fgsm_epsilon` adds `robust_accuracy`: accuracy on FGSM inputs crafted on the first
+    model (a transfer attack, so all models face the same inputs; needs torch).
     `target` says where latency is measured; `threads` overrides its thread count.
     `layer_table` (True or a JSON path) adds the per-layer table's prediction and its
-    error against the measured latency."""
+    error against the measured latency.
+    """
     target = load_target(target, threads)
     threads = DEFAULT_THREADS if threads is None else threads
     protos = [load(m) for m in models]
@@ -110,23 +145,37 @@ def bench(models: Sequence[ModelLike], data: DataLike | None = DEFAULT_DATA,
         dataset_for_feed = random_data(_analyze(protos[0]).inputs, 1)
         results = compare(protos, None, threads, runs, warmup, feed=dataset_for_feed.one(),
                           target=target)
-    else:
-        results = compare(protos, dataset, threads, runs, warmup, target=target)
-    if layer_table:
-        _add_layer_predictions(protos, results, target, layer_table)
-    return results
+        return _add_layer_predictions(protos, results, target, layer_table)
+    results = compare(protos, dataset, threads, runs, warmup, target=target)
+    if fgsm_epsilon is not None:
+        from onnxamc.evaluate import top1
+        from onnxamc.recover.robustness import fgsm_dataset
+        from onnxamc.runtime import make_session, run_batches
+
+        attacked = fgsm_dataset(protos[0], dataset, fgsm_epsilon)
+        targets = attacked.labels
+        if targets is None:  # fidelity: agreement with the first model on clean inputs
+            first = run_batches(make_session(protos[0], threads), dataset.batches(256))
+            targets = first.reshape(len(dataset), -1).argmax(1)
+        for proto, metrics in zip(protos, results):
+            outputs = run_batches(make_session(proto, threads), attacked.batches(256))
+            metrics.extra["robust_accuracy"] = top1(outputs, targets)
+            metrics.extra["fgsm_epsilon"] = fgsm_epsilon
+    return _add_layer_predictions(protos, results, target, layer_table)
 
 
-def _add_layer_predictions(protos, results, target: Target, table_path) -> None:
+def _add_layer_predictions(protos, results, target: Target, table_path) -> list[Metrics]:
+    if not table_path:
+        return results
     from onnxamc.runtime.layer_table import LayerTable
 
     table = LayerTable(target, None if table_path is True else table_path)
     for proto, metrics in zip(protos, results):
-        if metrics.latency is None:
-            continue
-        prediction = table.predict(proto)
-        metrics.extra["layer_table"] = {**prediction.to_dict(), "table": str(table.path),
-                                        "error": prediction.error(metrics.latency.median_ms)}
+        if metrics.latency is not None:
+            prediction = table.predict(proto)
+            metrics.extra["layer_table"] = {**prediction.to_dict(), "table": str(table.path),
+                                            "error": prediction.error(metrics.latency.median_ms)}
+    return results
 
 
 @dataclass
@@ -147,7 +196,7 @@ def default_output(model: ModelLike) -> Path:
 
 
 def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
-           calibration: DataLike = DEFAULT_CALIBRATION, *, latency: float | None = None,
+           calibration: DataLike | None = None, *, latency: float | None = None,
            max_drop: float | None = None, trials: int = 30, timeout: float | None = None,
            storage: str | Path | None = None, study: str | None = None,
            output: str | Path | None = None, actions: Sequence[str] = ("quant", "sparsity"),
@@ -175,12 +224,19 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     name = study or f"{output.stem}-{objective.label}" + (
         "" if target.name == DEFAULT_TARGET else f"-{target.name}")
     dataset = data_for(proto, data, eval_samples)
-    calib = data_for(proto, calibration, calibration_samples)
+    if calibration is None and not _is_fashion_mnist(data):
+        calibration = data  # the user's data is the best calibration set we have
+    calib = _lazy_calibration(proto, calibration, calibration_samples)
     evaluator = Evaluator(proto, dataset, threads, latency_runs, target=target)
 
     def evaluate_policy(policy: Policy) -> dict:
-        compressed = apply_policy(proto, policy, lambda: calib.batches(CALIBRATION_BATCH))
-        return evaluator.evaluate(compressed).to_dict()
+        try:
+            compressed = apply_policy(proto, policy, calib)
+            return evaluator.evaluate(compressed).to_dict()
+        except OnnxAmcError:
+            raise
+        except Exception as exc:  # an onnxruntime or quantizer failure on this candidate
+            raise EvaluationError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
     st = open_study(storage, name, objective, info.fingerprint, seed=seed)
     st.set_user_attr("reference_accuracy", evaluator.reference_accuracy)
@@ -194,13 +250,146 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     policy.meta = {"objective": objective.describe(), "feasible": result.feasible,
                    "study": name, "storage": storage, "trial": result.best.number,
                    "metrics": best}
-    compressed = apply_policy(proto, policy, lambda: calib.batches(CALIBRATION_BATCH))
+    compressed = apply_policy(proto, policy, calib)
     onnx.checker.check_model(compressed)
     outcome.model_path = save_model(compressed, output)
     outcome.policy_path = policy.save(output.with_suffix(".policy.json"))
     outcome.original, outcome.compressed = compare([proto, compressed], dataset, threads,
                                                    verify_runs, target=target)
     return outcome
+
+
+@dataclass
+class CompressOutcome:
+    search: SearchOutcome
+    model_path: Path | None
+    policy_path: Path | None
+    before_after: dict[str, dict]
+    report: Any = None  # report.ReportFiles
+    train_report: Any = None  # recover.TrainReport
+    kept: str = "post-training quantization"
+
+
+def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
+             calibration: DataLike | None = None, *, train_data: DataLike | None = None,
+             input_shape: Sequence[int] | str | None = None, weights: str | Path | None = None,
+             epochs: float = 1.0, train_seconds: float | None = None, lr: float = 0.01,
+             distill: float = 0.5, qat: bool = True, report: bool = True,
+             report_dir: str | Path | None = None, output: str | Path | None = None,
+             progress: bool = True, **search_options: Any) -> CompressOutcome:
+    """Convert (if given a torch entry point), search, recover, verify, report.
+
+    Recovery: with `train_data`, the float part of the best policy is fine-tuned with
+    distillation from the original (`distill` weight) and quantization-aware training for
+    the quantized layers, then quantized; the result is kept only if it beats plain
+    post-training compression on the evaluation data. Without it, the searched model
+    stands as it is.
+    """
+    output = Path(output) if output is not None else default_output(model)
+    if is_torch_entry(model):
+        if input_shape is None:
+            raise OnnxAmcError(f"{model} is a torch entry point: give its input shape "
+                               "(--input-shape 1,3,224,224)")
+        exported = output.with_name(output.stem.removesuffix("-compressed") + "-original.onnx")
+        export(str(model), input_shape, exported, weights)
+        model = exported
+    proto = load(model)
+    found = search(model, data, calibration, output=output, progress=progress, **search_options)
+    result = CompressOutcome(found, found.model_path, found.policy_path, {})
+    if found.policy is None:
+        return result
+    result.before_after = {"original": found.original.to_dict(),
+                           "compressed": found.compressed.to_dict()}
+    if train_data is not None:
+        _recover_by_training(result, proto, data, calibration, train_data, epochs, train_seconds,
+                             lr, distill, qat, progress, search_options)
+    if report:
+        from onnxamc.report import write_report
+
+        info = _analyze(proto)
+        directory = Path(report_dir) if report_dir else output.with_name(output.stem + "-report")
+        result.report = write_report(
+            directory, found.result.study, found.policy, [l.to_dict() for l in info.layers],
+            result.before_after, title=f"onnxamc: {output.name}",
+            chosen_trial=found.result.best.number)
+    return result
+
+
+def _recover_by_training(result: CompressOutcome, proto, data, calibration, train_data, epochs,
+                         train_seconds, lr, distill, qat, progress, options) -> None:
+    from onnxamc.policy import LayerAction
+    from onnxamc.recover import TrainConfig, train
+
+    policy = result.search.policy
+    info = _analyze(proto)
+    float_policy = Policy({n: LayerAction(sparsity=a.sparsity) for n, a in policy.layers.items()})
+    bits = {n: a.bits for n, a in policy.layers.items() if a.bits != 32}
+    float_model = apply_policy(proto, float_policy)
+    full = data_for(proto, train_data)
+    cut = max(1, len(full) // 10)  # the last tenth validates (early stop), never trains
+    train_set = full.take(len(full) - cut)
+    val = Dataset({k: v[-cut:] for k, v in full.inputs.items()},
+                  None if full.labels is None else full.labels[-cut:], "validation")
+    config = TrainConfig(epochs=epochs, time_budget=train_seconds, lr=lr, distill_weight=distill,
+                         qat_bits={info.layer(n).weight: b for n, b in bits.items()} if qat else {},
+                         threads=options.get("threads") or DEFAULT_THREADS, progress=progress)
+    trained, result.train_report = train(float_model, train_set, config,
+                                         val if val.labels is not None else None, teacher=proto)
+    final = trained
+    if bits:
+        bits_policy = Policy({n: LayerAction(bits=b) for n, b in bits.items()})
+        calib = _lazy_calibration(proto, calibration if calibration is not None else
+                                  (None if _is_fashion_mnist(data) else data),
+                                  options.get("calibration_samples", DEFAULT_CALIBRATION_SAMPLES))
+        final = apply_policy(trained, bits_policy, calib)
+    onnx.checker.check_model(final)
+    dataset = data_for(proto, data, options.get("eval_samples"))
+    original, ptq, tuned = compare([proto, load_model(result.model_path), final], dataset,
+                                   options.get("threads") or DEFAULT_THREADS,
+                                   options.get("verify_runs", 200), target=options.get("target"))
+    label = "compressed + " + ("QAT + KD" if bits and qat else "fine-tune + KD")
+    result.before_after = {"original": original.to_dict(), "compressed": ptq.to_dict(),
+                           label: tuned.to_dict()}
+    if tuned.accuracy >= ptq.accuracy:
+        save_model(final, result.model_path)
+        result.kept = label.removeprefix("compressed + ")
+
+
+def report(storage: str | Path, directory: str | Path, study: str | None = None,
+           model: ModelLike = None, policy: Policy | str | Path | None = None):
+    """The report of a stored study (Pareto plot, history, policy chart)."""
+    import optuna
+
+    from onnxamc.report import write_report
+    from onnxamc.search import open_storage
+
+    store = open_storage(storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+    if study is None:
+        if len(names) != 1:
+            raise SearchError(f"{storage} holds {len(names)} studies ({', '.join(names)}): "
+                              "give --study")
+        study = names[0]
+    if study not in names:
+        raise SearchError(f"no study {study!r} in {storage} (studies: {', '.join(names) or 'none'})")
+    st = optuna.load_study(study_name=study, storage=store)
+    info = _analyze(load(model))
+    if policy is None:
+        from onnxamc.search import LayerSlot as Slot
+
+        space = SearchSpace([Slot(l.name, l.op_type) for l in info.layers])
+        finished = [t for t in st.get_trials(deepcopy=False) if t.value is not None]
+        best = min(finished, key=lambda t: t.value if st.direction.name == "MINIMIZE"
+                   else -t.value) if finished else None
+        policy = space.policy_from_params(best.params) if best else None
+    elif not isinstance(policy, Policy):
+        policy = Policy.load(policy)
+    return write_report(directory, st, policy, [l.to_dict() for l in info.layers],
+                        title=f"onnxamc: study {study}")
+
+
+def _is_fashion_mnist(data: DataLike) -> bool:
+    return isinstance(data, (str, Path)) and str(data).split(":")[0] == "fashion-mnist"
 
 
 @dataclass
@@ -259,5 +448,6 @@ def _model_name(model: ModelLike) -> str:
     return Path(model).name if not isinstance(model, onnx.ModelProto) else "model.onnx"
 
 
-__all__ = ["OnnxAmcError", "analyze", "apply", "bench", "data_for", "evaluate", "load",
-           "search", "targets", "uniform_policy", "SearchOutcome", "TargetStatus"]
+__all__ = ["OnnxAmcError", "CompressOutcome", "SearchOutcome", "TargetStatus", "analyze",
+           "apply", "bench", "compress", "data_for", "evaluate", "export", "load", "search",
+           "targets", "uniform_policy"]

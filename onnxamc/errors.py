@@ -25,6 +25,10 @@ class SearchError(OnnxAmcError):
     """A search cannot start or continue (bad storage, study, objective)."""
 
 
+class EvaluationError(OnnxAmcError):
+    """A compressed candidate could not be built or run; the search records it as failed."""
+
+
 class TargetError(OnnxAmcError):
     """A target file is missing or malformed, or asks for what this machine lacks."""
 

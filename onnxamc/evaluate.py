@@ -10,8 +10,9 @@ search scores as infeasible. Energy is labelled measured or estimated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import math
+import zlib
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -35,6 +36,7 @@ class Metrics:
     size_bytes: int
     macs: int
     params: int
+    size_zipped_bytes: int | None = None  # zlib level 6: what zeros (sparsity) save on disk
     latency: LatencyStats | None = None
     latency_ratio: float | None = None  # median / reference median, same run
     extra: dict = field(default_factory=dict)
@@ -44,6 +46,7 @@ class Metrics:
             "accuracy": self.accuracy,
             "accuracy_kind": self.accuracy_kind,
             "size_bytes": self.size_bytes,
+            "size_zipped_bytes": self.size_zipped_bytes,
             "macs": self.macs,
             "params": self.params,
             "latency": self.latency.to_dict() if self.latency else None,
@@ -58,9 +61,11 @@ def top1(outputs: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean(predicted == targets))
 
 
-def static_metrics(model: onnx.ModelProto) -> tuple[int, int, int]:
+def static_metrics(model: onnx.ModelProto) -> tuple[int, int, int, int]:
+    """Size on disk, MACs, params, zipped size."""
     info = analyze(model)
-    return serialized_size(model), info.macs, info.params
+    zipped = len(zlib.compress(model.SerializeToString(), 6))
+    return serialized_size(model), info.macs, info.params, zipped
 
 
 class Evaluator:

@@ -1,7 +1,7 @@
 """Objectives: what makes one measured policy better than another.
 
 Both are single-objective with a constraint (≤ 0 means feasible), which Optuna's
-TPE sampler models directly through `constraints_func`:
+TPE sampler models directly through trial constraints (`Trial.set_constraint`):
 
 - LatencyBudget: the best accuracy with latency ≤ `ratio` × the original's.
 - AccuracyBound: the lowest latency with an accuracy drop ≤ `max_drop`.

@@ -16,7 +16,7 @@ from typing import Callable
 
 import optuna
 
-from onnxamc.errors import SearchError
+from onnxamc.errors import EvaluationError, SearchError
 from onnxamc.policy import Policy
 from onnxamc.search.objective import Objective
 from onnxamc.search.space import SearchSpace
@@ -24,6 +24,7 @@ from onnxamc.search.storage import open_storage
 
 Evaluate = Callable[[Policy], dict]
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+CONSTRAINT = "objective"  # the trial constraint Optuna's samplers see (<= 0: feasible)
 
 
 @dataclass
@@ -46,7 +47,7 @@ def open_study(storage: str, name: str, objective: Objective, fingerprint: str,
     """Create the study, or load it if it exists and belongs to this model."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = sampler or optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, constraints_func=_constraints, n_startup_trials=8)
+        seed=seed, multivariate=True, n_startup_trials=8)
     try:
         study = optuna.create_study(storage=open_storage(storage), study_name=name,
                                     direction=objective.direction, sampler=sampler,
@@ -64,20 +65,32 @@ def open_study(storage: str, name: str, objective: Objective, fingerprint: str,
     return study
 
 
-def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-    return [trial.user_attrs.get("constraint", math.inf)]
-
-
 def recover_interrupted(study: optuna.Study) -> int:
-    """Mark trials left RUNNING by a killed process as failed and queue their policy
-    again, so nothing proposed is lost. Returns how many were recovered."""
+    """Queue again the policies of trials cut off by a kill (left RUNNING; marked failed
+    here) or by Ctrl-C (failed, flagged "interrupted"), so nothing proposed is lost.
+
+    Assumes one process per study at a time, as the CLI runs it; parallel workers on a
+    shared database rely on Optuna's heartbeat instead. Returns how many were queued.
+    """
     storage = study._storage
+    requeued = set(study.user_attrs.get("requeued_trials", []))
+    waiting = [t.system_attrs.get("fixed_params") for t in
+               study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))]
     recovered = 0
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        if trial.params:
-            study.enqueue_trial(trial.params, skip_if_exists=True)
+    for trial in study.get_trials(deepcopy=False):
+        killed = trial.state == optuna.trial.TrialState.RUNNING
+        stopped = (trial.state == optuna.trial.TrialState.FAIL
+                   and trial.user_attrs.get("interrupted") and trial.number not in requeued)
+        if not (killed or stopped):
+            continue
+        if killed:
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        if trial.params and trial.params not in waiting:
+            study.enqueue_trial(trial.params)  # not skip_if_exists: the failed twin exists
+        requeued.add(trial.number)
         recovered += 1
+    if recovered:
+        study.set_user_attr("requeued_trials", sorted(requeued))
     return recovered
 
 
@@ -100,10 +113,17 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
             trial.set_user_attr("cached_from", attrs.get("trial_number"))
             metrics = attrs["metrics"]
         else:
-            metrics = evaluate(policy)
+            try:
+                metrics = evaluate(policy)
+            except KeyboardInterrupt:
+                trial.set_user_attr("interrupted", True)
+                raise
+            except EvaluationError as exc:
+                trial.set_user_attr("error", str(exc))
+                raise
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("trial_number", trial.number)
-        trial.set_user_attr("constraint", [objective.constraint(metrics)])
+        trial.set_constraint(CONSTRAINT, objective.constraint(metrics))
         cache[key] = {"metrics": metrics, "trial_number": trial.number}
         return objective.value(metrics)
 
@@ -126,7 +146,7 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
     try:
         if remaining:
             study.optimize(objective_fn, n_trials=remaining, timeout=timeout,
-                           callbacks=callbacks, catch=(), gc_after_trial=False)
+                           callbacks=callbacks, catch=(EvaluationError,), gc_after_trial=False)
     finally:
         if bar is not None:
             bar.close()
@@ -142,14 +162,14 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
 def best_trial(study: optuna.Study, objective: Objective):
     """The best feasible trial; if none is feasible, the least infeasible one."""
     trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-              if "constraint" in t.user_attrs]
+              if CONSTRAINT in t.constraints]
     if not trials:
         return None
-    feasible = [t for t in trials if t.user_attrs["constraint"][0] <= 0]
+    feasible = [t for t in trials if t.constraints[CONSTRAINT] <= 0]
     if feasible:
         sign = -1 if objective.direction == "maximize" else 1
         return min(feasible, key=lambda t: (sign * t.value, t.number)), True
-    return min(trials, key=lambda t: t.user_attrs["constraint"][0]), False
+    return min(trials, key=lambda t: t.constraints[CONSTRAINT]), False
 
 
 def _key(params: dict) -> str:
