@@ -3,7 +3,10 @@ timing through them, and the unreachable error once the agent is stopped."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -47,15 +50,26 @@ def tracker():
 
 @pytest.fixture(scope="module")
 def agent(tracker):
+    """`onnxamc device serve` as a user runs it, stopped with Ctrl-C (SIGINT)."""
     port = free_port()
-    server = serve("127.0.0.1", port, port + 1, ("127.0.0.1", tracker.port), KEY, silent=True)
-    target = remote_target("onnxruntime", tracker.port)
-    deadline = time.time() + 30
-    while devices_under_key(target.remote) == 0:
-        assert time.time() < deadline, "agent did not register with the tracker"
-        time.sleep(0.2)
-    yield server
-    server.terminate()
+    proc = subprocess.Popen([sys.executable, "-m", "onnxamc.cli", "device", "serve", "--port",
+                             str(port), "--tracker", f"127.0.0.1:{tracker.port}", "--key", KEY],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        target = remote_target("onnxruntime", tracker.port)
+        deadline = time.time() + 60
+        while devices_under_key(target.remote) == 0:
+            assert proc.poll() is None, "the agent exited"
+            assert time.time() < deadline, "agent did not register with the tracker"
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def feed() -> dict[str, np.ndarray]:
@@ -113,6 +127,11 @@ def test_stopped_tracker_is_unreachable():
     with pytest.raises(DeviceUnreachableError, match="unreachable") as info:
         measure_models(target, [], {}, runs=1)
     assert time.time() - start < 3 and "\n" not in str(info.value)
+
+
+def test_agent_started_from_the_cli_prints_where_it_listens(agent):
+    line = agent.stdout.readline()
+    assert line.startswith("onnxamc device agent on 127.0.0.1:") and KEY in line
 
 
 def test_public_host_warns_about_missing_authentication(monkeypatch):

@@ -128,3 +128,17 @@ def test_search_objectives_score_unsupported_as_infeasible():
     for objective in (make_objective(latency=0.8), make_objective(max_drop=0.01)):
         assert math.isinf(objective.constraint(metrics))
     assert make_objective(max_drop=0.01).constraint({**metrics, "supported": True}) < 0
+
+
+def test_search_measures_on_the_given_target(tiny_cnn, tmp_path):
+    """A short search on cpu-tvm: every trial's latency comes from TVM builds; the study
+    name says the target so that stores of two targets never mix."""
+    pytest.importorskip("tvm")
+    outcome = api.search(tiny_cnn, "digits", "digits", trials=3, latency_runs=5,
+                         verify_runs=5, output=tmp_path / "tiny-compressed.onnx",
+                         progress=False, target="cpu-tvm", calibration_samples=32)
+    assert outcome.study_name.endswith("-cpu-tvm")
+    trials = [t for t in outcome.result.study.trials if t.state.name == "COMPLETE"]
+    assert len(trials) == 3
+    assert all(t.user_attrs["metrics"]["target"] == "cpu-tvm" for t in trials)
+    assert outcome.compressed.extra["target"] == "cpu-tvm"
