@@ -437,11 +437,12 @@ def cmd_device_serve(args) -> int:
     print(f"onnxamc device agent on {args.host}:{server.port}{where}; Ctrl-C stops it",
           flush=True)
     try:
-        while server.proc is not None:
+        while server.proc is not None and server.proc.is_alive():
             time.sleep(1)
     finally:
         server.terminate()
-    return 0
+    print("onnxamc: the agent's server process ended", file=sys.stderr)
+    return 1
 
 
 def cmd_device_tracker(args) -> int:
@@ -452,10 +453,12 @@ def cmd_device_tracker(args) -> int:
     tracker = api.device_tracker(args.host, args.port)
     print(f"tracker on {args.host}:{tracker.port}; Ctrl-C stops it", flush=True)
     try:
-        while True:
+        while tracker.proc is not None and tracker.proc.is_alive():
             time.sleep(1)
     finally:
         tracker.terminate()
+    print("onnxamc: the tracker process ended", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import onnx
@@ -17,7 +18,7 @@ pytest.importorskip("tvm")
 
 from onnxamc import api  # noqa: E402
 from onnxamc.errors import DeviceUnreachableError  # noqa: E402
-from onnxamc.runtime.agent import serve, start_tracker  # noqa: E402
+from onnxamc.runtime.agent import serve  # noqa: E402
 from onnxamc.runtime.measure import TargetMeter, measure_models  # noqa: E402
 from onnxamc.runtime.remote import devices_under_key  # noqa: E402
 from onnxamc.runtime.target import target_from_dict  # noqa: E402
@@ -40,12 +41,28 @@ def remote_target(runtime: str, tracker_port: int, timeout: float = 30, retries:
     return target_from_dict(f"test-remote-{runtime}", raw)
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """Ctrl-C, as a user stops it; kill only if it does not stop."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(scope="module")
 def tracker():
-    port = free_port()
-    tr = start_tracker("127.0.0.1", port, port + 1)
-    yield tr
-    tr.terminate()
+    """`onnxamc device tracker` on a free 127.0.0.1 port."""
+    proc = subprocess.Popen([sys.executable, "-m", "onnxamc.cli", "device", "tracker",
+                             "--port", str(free_port())], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()  # "tracker on 127.0.0.1:PORT; ..."
+        assert line.startswith("tracker on 127.0.0.1:"), line
+        yield types.SimpleNamespace(port=int(line.split(":")[1].split(";")[0]), proc=proc)
+    finally:
+        stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +81,7 @@ def agent(tracker):
             time.sleep(0.2)
         yield proc
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def feed() -> dict[str, np.ndarray]:
