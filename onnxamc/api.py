@@ -24,6 +24,7 @@ from onnxamc.passes import CALIBRATION_METHODS, apply_policy, structural_fit
 from onnxamc.graph.size import layer_bits_per_weight
 from onnxamc.policy import LayerAction, Policy, parse_uniform
 from onnxamc.runtime import DEFAULT_THREADS
+from onnxamc.runtime.target import DEFAULT_TARGET, Target, load_target
 from onnxamc.search import (LayerSlot, SearchResult, SearchSpace, make_objective, open_study,
                             run_search)
 from onnxamc.search.sensitivity import DEFAULT_ACTIONS as DEFAULT_SENSITIVITY_ACTIONS
@@ -31,6 +32,7 @@ from onnxamc.search.sensitivity import SensitivityTable
 
 ModelLike = str | Path | onnx.ModelProto | None
 DataLike = str | Path | Dataset
+TargetLike = str | Path | Target | None  # shipped name, TOML path; None: cpu-ort
 
 DEFAULT_DATA = "fashion-mnist"
 DEFAULT_CALIBRATION = "fashion-mnist:calib"
@@ -141,27 +143,36 @@ def _lazy_calibration(model: onnx.ModelProto, calibration: DataLike | None, samp
 
 
 def evaluate(model: ModelLike, data: DataLike = DEFAULT_DATA,
-             threads: int = DEFAULT_THREADS, runs: int = 100) -> Metrics:
+             threads: int | None = None, runs: int = 100, *,
+             target: TargetLike = None) -> Metrics:
     """Accuracy (top-1, or fidelity without labels), latency, size, MACs, params."""
-    return bench([model], data, threads, runs)[0]
+    return bench([model], data, threads, runs, target=target)[0]
 
 
 def bench(models: Sequence[ModelLike], data: DataLike | None = DEFAULT_DATA,
-          threads: int = DEFAULT_THREADS, runs: int = 100, warmup: int = 10,
-          limit: int | None = None, fgsm_epsilon: float | None = None) -> list[Metrics]:
+          threads: int | None = None, runs: int = 100, warmup: int = 10,
+          limit: int | None = None, fgsm_epsilon: float | None = None, *,
+          target: TargetLike = None, layer_table: bool | str | Path = False) -> list[Metrics]:
     """Metrics side by side, ratios to the first model, latency runs interleaved.
 
     `fgsm_epsilon` adds `robust_accuracy`: accuracy on FGSM inputs crafted on the first
     model (a transfer attack, so all models face the same inputs; needs torch).
+    `target` says where latency is measured; `threads` overrides its thread count.
+    `layer_table` (True or a JSON path) adds the per-layer table's prediction and its
+    error against the measured latency.
     """
+    target = load_target(target, threads)
+    threads = DEFAULT_THREADS if threads is None else threads
     protos = [load(m) for m in models]
     dataset = data_for(protos[0], data, limit) if data is not None else None
     if dataset is None:
         from onnxamc.data import random_data
 
         dataset_for_feed = random_data(_analyze(protos[0]).inputs, 1)
-        return compare(protos, None, threads, runs, warmup, feed=dataset_for_feed.one())
-    results = compare(protos, dataset, threads, runs, warmup)
+        results = compare(protos, None, threads, runs, warmup, feed=dataset_for_feed.one(),
+                          target=target)
+        return _add_layer_predictions(protos, results, target, layer_table)
+    results = compare(protos, dataset, threads, runs, warmup, target=target)
     if fgsm_epsilon is not None:
         from onnxamc.evaluate import top1
         from onnxamc.recover.robustness import fgsm_dataset
@@ -176,6 +187,20 @@ def bench(models: Sequence[ModelLike], data: DataLike | None = DEFAULT_DATA,
             outputs = run_batches(make_session(proto, threads), attacked.batches(256))
             metrics.extra["robust_accuracy"] = top1(outputs, targets)
             metrics.extra["fgsm_epsilon"] = fgsm_epsilon
+    return _add_layer_predictions(protos, results, target, layer_table)
+
+
+def _add_layer_predictions(protos, results, target: Target, table_path) -> list[Metrics]:
+    if not table_path:
+        return results
+    from onnxamc.runtime.layer_table import LayerTable
+
+    table = LayerTable(target, None if table_path is True else table_path)
+    for proto, metrics in zip(protos, results):
+        if metrics.latency is not None:
+            prediction = table.predict(proto)
+            metrics.extra["layer_table"] = {**prediction.to_dict(), "table": str(table.path),
+                                            "error": prediction.error(metrics.latency.median_ms)}
     return results
 
 
@@ -201,15 +226,18 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
            max_drop: float | None = None, trials: int = 30, timeout: float | None = None,
            storage: str | Path | None = None, study: str | None = None,
            output: str | Path | None = None, actions: Sequence[str] = ("quant", "sparsity"),
-           threads: int = DEFAULT_THREADS, eval_samples: int | None = None,
+           threads: int | None = None, eval_samples: int | None = None,
            calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES, latency_runs: int = 50,
-           seed: int | None = 0, progress: bool = True, verify_runs: int = 200) -> SearchOutcome:
+           seed: int | None = 0, progress: bool = True, verify_runs: int = 200,
+           target: TargetLike = None) -> SearchOutcome:
     """Search per-layer policies with TPE, then write the best policy and its model.
 
     `latency` asks for the best accuracy within latency ≤ ratio × original;
     `max_drop` (the default, 0.01) for the lowest latency within that accuracy drop.
     Running it again with the same storage and study continues where it stopped.
     """
+    target = load_target(target, threads)
+    threads = DEFAULT_THREADS if threads is None else threads
     proto = load(model)
     info = _analyze(proto)
     try:
@@ -219,12 +247,13 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
         raise SearchError(str(exc)) from None
     output = Path(output) if output is not None else default_output(model)
     storage = str(storage) if storage is not None else str(output.with_suffix(".journal"))
-    name = study or f"{output.stem}-{objective.label}"
+    name = study or f"{output.stem}-{objective.label}" + (
+        "" if target.name == DEFAULT_TARGET else f"-{target.name}")
     dataset = data_for(proto, data, eval_samples)
     if calibration is None and not _is_fashion_mnist(data):
         calibration = data  # the user's data is the best calibration set we have
     calib = _lazy_calibration(proto, calibration, calibration_samples)
-    evaluator = Evaluator(proto, dataset, threads, latency_runs)
+    evaluator = Evaluator(proto, dataset, threads, latency_runs, target=target)
 
     def evaluate_policy(policy: Policy) -> dict:
         try:
@@ -252,7 +281,7 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     outcome.model_path = save_model(compressed, output)
     outcome.policy_path = policy.save(output.with_suffix(".policy.json"))
     outcome.original, outcome.compressed = compare([proto, compressed], dataset, threads,
-                                                   verify_runs)
+                                                   verify_runs, target=target)
     return outcome
 
 
@@ -329,7 +358,7 @@ def _recover_by_training(result: CompressOutcome, proto, data, calibration, trai
                   None if full.labels is None else full.labels[-cut:], "validation")
     config = TrainConfig(epochs=epochs, time_budget=train_seconds, lr=lr, distill_weight=distill,
                          qat_bits={info.layer(n).weight: b for n, b in bits.items()} if qat else {},
-                         threads=options.get("threads", DEFAULT_THREADS), progress=progress)
+                         threads=options.get("threads") or DEFAULT_THREADS, progress=progress)
     trained, result.train_report = train(float_model, train_set, config,
                                          val if val.labels is not None else None, teacher=proto)
     final = trained
@@ -342,8 +371,8 @@ def _recover_by_training(result: CompressOutcome, proto, data, calibration, trai
     onnx.checker.check_model(final)
     dataset = data_for(proto, data, options.get("eval_samples"))
     original, ptq, tuned = compare([proto, load_model(result.model_path), final], dataset,
-                                   options.get("threads", DEFAULT_THREADS),
-                                   options.get("verify_runs", 200))
+                                   options.get("threads") or DEFAULT_THREADS,
+                                   options.get("verify_runs", 200), target=options.get("target"))
     label = "compressed + " + ("QAT + KD" if bits and qat else "fine-tune + KD")
     result.before_after = {"original": original.to_dict(), "compressed": ptq.to_dict(),
                            label: tuned.to_dict()}
@@ -431,12 +460,63 @@ def _is_fashion_mnist(data: DataLike) -> bool:
     return isinstance(data, (str, Path)) and str(data).split(":")[0] == "fashion-mnist"
 
 
+@dataclass
+class TargetStatus:
+    name: str
+    path: Path | None
+    target: Target | None  # None when the file does not validate
+    error: str | None  # why it does not validate
+    unavailable: str | None  # why this machine cannot measure on it now
+
+
+def targets(paths: Sequence[str | Path] = (), probe_remote: bool = False) -> list[TargetStatus]:
+    """The shipped targets (and any extra TOML files), each validated and checked
+    against this machine; remote ones probe their tracker only when asked."""
+    from onnxamc.errors import TargetError
+    from onnxamc.runtime.measure import unavailable_reason
+    from onnxamc.runtime.target import shipped_targets
+
+    out = []
+    for spec in [*shipped_targets(), *paths]:
+        try:
+            t = load_target(spec)
+        except TargetError as exc:
+            out.append(TargetStatus(Path(spec).stem, Path(spec), None, str(exc), None))
+            continue
+        out.append(TargetStatus(t.name, t.path, t, None, unavailable_reason(t, probe_remote)))
+    return out
+
+
+def device_serve(host: str = "127.0.0.1", port: int = 9090, tracker: str | None = None,
+                 key: str = "", silent: bool = False):
+    """Start the device agent (TVM RPC server + onnxruntime timing); returns the server."""
+    from onnxamc.runtime.agent import serve
+    from onnxamc.runtime.target import parse_address
+    from onnxamc.runtime.tvm_build import require_tvm
+
+    require_tvm("device agent")
+    address = parse_address(tracker, "--tracker") if tracker else None
+    if address and not key:
+        raise OnnxAmcError("--tracker needs --key (the device key hosts ask for)")
+    return serve(host, port, port + 100, address, key, silent)
+
+
+def device_tracker(host: str = "127.0.0.1", port: int = 9190):
+    """Start a TVM RPC tracker (the queue of devices by key); returns it."""
+    from onnxamc.runtime.agent import start_tracker
+    from onnxamc.runtime.tvm_build import require_tvm
+
+    require_tvm("tracker")
+    return start_tracker(host, port, port + 10, silent=False)
+
+
 def _model_name(model: ModelLike) -> str:
     if model is None:
         return bundled_model_path().name
     return Path(model).name if not isinstance(model, onnx.ModelProto) else "model.onnx"
 
 
-__all__ = ["OnnxAmcError", "CompressOutcome", "SearchOutcome", "SensitivityTable", "analyze",
-           "apply", "bench", "channel_groups", "compress", "data_for", "evaluate", "export", "load",
-           "removable_blocks", "search", "sensitivity", "uniform_policy"]
+__all__ = ["OnnxAmcError", "CompressOutcome", "SearchOutcome", "SensitivityTable", "TargetStatus",
+           "analyze", "apply", "bench", "channel_groups", "compress", "data_for", "evaluate",
+           "export", "load", "removable_blocks", "search", "sensitivity", "targets",
+           "uniform_policy"]

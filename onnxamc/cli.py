@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report accuracy under an FGSM attack of this size, crafted on "
                         "the first model (transfer attack; needs torch)")
     _runtime_args(p, runs=100)
+    p.add_argument("--layer-table", nargs="?", const=True, default=False, metavar="JSON",
+                   help="also predict latency from the per-layer table (default file: "
+                        "~/.cache/onnxamc/layer-tables/TARGET.json) and report its error")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(run=cmd_bench)
 
@@ -158,6 +161,33 @@ def build_parser() -> argparse.ArgumentParser:
     _calibration_args(p)
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     p.set_defaults(run=cmd_sensitivity)
+
+    p = sub.add_parser("targets", help="list and validate the deployment targets",
+                       description="List the shipped targets (onnxamc/targets/*.toml) and any "
+                                   "TOML files given, validate each, and say whether this "
+                                   "machine can measure on it now.")
+    p.add_argument("paths", nargs="*", help="extra target TOML files to validate")
+    p.add_argument("--probe", action="store_true",
+                   help="also ask the tracker of each remote target for its device key")
+    p.set_defaults(run=cmd_targets)
+
+    p = sub.add_parser("device", help="run the device agent or a tracker (remote targets)")
+    dsub = p.add_subparsers(title="device commands", metavar="WHAT")
+    d = dsub.add_parser("serve", help="serve this machine as a measuring device",
+                        description="TVM RPC server plus onnxruntime timing, registered with a "
+                                    "tracker under a device key. TVM RPC has no authentication: "
+                                    "it binds to 127.0.0.1 unless --host is given.")
+    d.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; anything else is reachable "
+                        "without authentication)")
+    d.add_argument("--port", type=int, default=9090, help="first port to try (default 9090)")
+    d.add_argument("--tracker", metavar="HOST:PORT", help="tracker to register with")
+    d.add_argument("--key", default="", help="device key hosts ask the tracker for")
+    d.set_defaults(run=cmd_device_serve)
+    d = dsub.add_parser("tracker", help="run a TVM RPC tracker (the queue of devices by key)")
+    d.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    d.add_argument("--port", type=int, default=9190, help="first port to try (default 9190)")
+    d.set_defaults(run=cmd_device_tracker)
     return parser
 
 
@@ -188,7 +218,7 @@ def _search_kwargs(args) -> dict:
                 actions=[a.strip() for a in args.actions.split(",") if a.strip()],
                 threads=args.threads, eval_samples=args.eval_samples,
                 calibration_samples=args.calibration_samples, latency_runs=args.runs,
-                seed=args.seed)
+                seed=args.seed, target=args.target)
 
 
 def _calibration_args(p: argparse.ArgumentParser, with_method: bool = True) -> None:
@@ -204,8 +234,11 @@ def _calibration_args(p: argparse.ArgumentParser, with_method: bool = True) -> N
 
 
 def _runtime_args(p: argparse.ArgumentParser, runs: int) -> None:
-    p.add_argument("--threads", type=int, default=1,
-                   help="onnxruntime intra-op threads (default 1: stable on shared machines)")
+    p.add_argument("--target", metavar="NAME|PATH",
+                   help="where latency is measured: a shipped target (see `onnxamc targets`) "
+                        "or a TOML file (default: cpu-ort)")
+    p.add_argument("--threads", type=int,
+                   help="threads, overriding the target's (cpu-ort: 1, stable on shared machines)")
     p.add_argument("--runs", type=int, default=runs,
                    help=f"timed runs per model after warm-up (default {runs})")
 
@@ -290,27 +323,40 @@ def cmd_bench(args) -> int:
 
     data = None if args.no_data else args.data
     results = api.bench(args.models, data, args.threads, args.runs, limit=args.limit,
-                        fgsm_epsilon=args.fgsm)
+                        fgsm_epsilon=args.fgsm, target=args.target,
+                        layer_table=args.layer_table)
     if args.json:
         print(json.dumps([{"model": m, **r.to_dict()} for m, r in zip(args.models, results)],
                          indent=2))
         return 0
     print(format_bench(args.models, results, args.threads))
+    for name, r in zip(args.models, results):
+        if r.extra.get("latency_error"):
+            print(f"{Path(name).name}: {r.extra['latency_error']}")
+        if r.extra.get("layer_table"):
+            t = r.extra["layer_table"]
+            print(f"{Path(name).name}: layer table predicts {t['predicted_ms']:.3f} ms vs "
+                  f"{r.latency.median_ms:.3f} ms measured (error {100 * t['error']:+.1f}%), "
+                  f"{len(t['layers'])} layers, {t['measured_now']} newly measured, "
+                  f"table {t['table']}")
     return 0
 
 
-def format_bench(names, results, threads: int) -> str:
+def format_bench(names, results, threads: int | None) -> str:
     base = results[0]
     head = ["model", "accuracy", "latency ms (median)", "p90", "cv", "x latency", "size KB",
-            "x size", "zipped KB", "bits/weight", "MACs", "params"]
+            "x size", "zipped KB", "bits/weight", "MACs", "params", "energy mJ"]
     rows = []
     for name, r in zip(names, results):
         acc = "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%"
-        rows.append([Path(name).name, acc, f"{r.latency.median_ms:.3f}", f"{r.latency.p90_ms:.3f}",
-                     f"{r.latency.cv:.2f}", f"{r.latency_ratio:.3f}", f"{r.size_bytes / 1024:.1f}",
+        lat = [f"{r.latency.median_ms:.3f}", f"{r.latency.p90_ms:.3f}", f"{r.latency.cv:.2f}",
+               f"{r.latency_ratio:.3f}"] if r.latency else ["unsupported", "-", "-", "-"]
+        e = r.extra.get("energy")
+        energy = f"{e['joules'] * 1e3:.3f} ({e['kind'][0]})" if e else "-"
+        rows.append([Path(name).name, acc, *lat, f"{r.size_bytes / 1024:.1f}",
                      f"{r.size_bytes / base.size_bytes:.3f}", f"{r.size_zipped_bytes / 1024:.1f}",
                      f"{r.bits_per_weight or 0:.2f}",
-                     f"{r.macs:,}", f"{r.params:,}"])
+                     f"{r.macs:,}", f"{r.params:,}", energy])
     if "robust_accuracy" in base.extra:
         head.insert(2, f"FGSM {base.extra['fgsm_epsilon']:g}")
         for row, r in zip(rows, results):
@@ -320,8 +366,13 @@ def format_bench(names, results, threads: int) -> str:
              for r in [head] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     kind = base.accuracy_kind if base.accuracy is not None else "none"
-    lines.append(f"\naccuracy: {kind}; latency: batch 1, {threads} thread(s), "
-                 f"{base.latency.runs} interleaved runs; ratios to {Path(names[0]).name}")
+    timed = next((r for r in results if r.latency), None)
+    runs = timed.latency.runs if timed else 0
+    threads = threads or "the target's"
+    lines.append(f"\naccuracy: {kind}; latency on target {base.extra.get('target', 'cpu-ort')}: "
+                 f"batch 1, {threads} thread(s), {runs} "
+                 f"interleaved runs; ratios to {Path(names[0]).name}; energy (m)easured or "
+                 "(e)stimated")
     return "\n".join(lines)
 
 
@@ -434,6 +485,62 @@ def cmd_sensitivity(args) -> int:
     if args.output and not args.json:
         print(f"wrote {args.output}")
     return 0
+
+
+def cmd_targets(args) -> int:
+    from onnxamc import api
+
+    statuses = api.targets(args.paths, probe_remote=args.probe)
+    rows = [["target", "runtime", "device", "threads", "status", "description / problem"]]
+    for st in statuses:
+        t = st.target
+        if t is None:
+            rows.append([st.name, "-", "-", "-", "INVALID", st.error])
+            continue
+        where = f"remote:{t.remote.key}@{t.remote.tracker}" if t.remote else t.device
+        status = "ok" if st.unavailable is None else "unavailable"
+        rows.append([t.name, t.runtime, where, str(t.threads), status,
+                     st.unavailable or t.description])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    if not args.probe and any(st.target and st.target.is_remote for st in statuses):
+        print("\nremote targets were not contacted; --probe asks their tracker")
+    return 1 if any(st.target is None for st in statuses) else 0
+
+
+def cmd_device_serve(args) -> int:
+    import time
+
+    from onnxamc import api
+
+    server = api.device_serve(args.host, args.port, args.tracker, args.key)
+    where = f", registered with tracker {args.tracker} as {args.key!r}" if args.tracker else ""
+    print(f"onnxamc device agent on {args.host}:{server.port}{where}; Ctrl-C stops it",
+          flush=True)
+    try:
+        while server.proc is not None and server.proc.is_alive():
+            time.sleep(1)
+    finally:
+        server.terminate()
+    print("onnxamc: the agent's server process ended", file=sys.stderr)
+    return 1
+
+
+def cmd_device_tracker(args) -> int:
+    import time
+
+    from onnxamc import api
+
+    tracker = api.device_tracker(args.host, args.port)
+    print(f"tracker on {args.host}:{tracker.port}; Ctrl-C stops it", flush=True)
+    try:
+        while tracker.proc is not None and tracker.proc.is_alive():
+            time.sleep(1)
+    finally:
+        tracker.terminate()
+    print("onnxamc: the tracker process ended", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -27,3 +27,17 @@ class SearchError(OnnxAmcError):
 
 class EvaluationError(OnnxAmcError):
     """A compressed candidate could not be built or run; the search records it as failed."""
+
+
+class TargetError(OnnxAmcError):
+    """A target file is missing or malformed, or asks for what this machine lacks."""
+
+
+class UnsupportedOnTargetError(OnnxAmcError):
+    """The model uses something the target's runtime cannot run (e.g. int4 QDQ on TVM).
+
+    The search treats such a candidate as infeasible instead of failing the trial."""
+
+
+class DeviceUnreachableError(OnnxAmcError):
+    """A remote device (or its tracker) did not answer within the timeout."""

@@ -1,12 +1,16 @@
 """Metrics of one compressed model: accuracy, latency, size, MACs, params.
 
 Accuracy is top-1 against labels; where the data has none, it is fidelity: top-1
-agreement with the reference (original) model's outputs. Latency is always measured
-interleaved with the reference in the same process, and reported as a ratio too.
+agreement with the reference (original) model's outputs. Accuracy runs on this host with
+onnxruntime CPU; latency runs on the Target (onnxruntime or TVM, local or remote), always
+side by side with the reference, and is reported as a ratio too. A model the target's
+runtime cannot run gets no latency, `supported: False` and a ratio of infinity, which the
+search scores as infeasible. Energy is labelled measured or estimated.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -17,7 +21,11 @@ import onnx
 from onnxamc.data import Dataset
 from onnxamc.graph import analyze, serialized_size
 from onnxamc.graph.size import bits_per_weight, weight_storage
-from onnxamc.runtime import DEFAULT_THREADS, LatencyStats, make_session, run_batches, time_sessions
+from onnxamc.errors import UnsupportedOnTargetError
+from onnxamc.runtime import DEFAULT_THREADS, LatencyStats, make_session, run_batches
+from onnxamc.runtime.energy import energy_of
+from onnxamc.runtime.measure import Prepared, TargetMeter
+from onnxamc.runtime.target import Target, load_target
 
 EVAL_BATCH = 256
 
@@ -82,7 +90,8 @@ class Evaluator:
 
     def __init__(self, reference: onnx.ModelProto, data: Dataset,
                  threads: int = DEFAULT_THREADS, latency_runs: int = 50,
-                 latency_warmup: int = 10):
+                 latency_warmup: int = 10, target: Target | str | None = None):
+        self.target = load_target(target, threads if target is None else None)
         self.reference = reference
         self.data = data
         self.threads = threads
@@ -96,6 +105,8 @@ class Evaluator:
             self.targets = self.reference_outputs.reshape(len(data), -1).argmax(axis=1)
             self.accuracy_kind = "fidelity"
         self.reference_accuracy = top1(self.reference_outputs, self.targets)
+        self.meter, self.feed = TargetMeter(self.target), data.one()
+        self.reference_prepared = self.meter.prepare(reference, self.feed)
 
     def predict(self, session) -> np.ndarray:
         return run_batches(session, self.data.batches(EVAL_BATCH))
@@ -105,20 +116,44 @@ class Evaluator:
         accuracy = top1(self.predict(session), self.targets)
         metrics = with_storage(Metrics(accuracy, self.accuracy_kind, *static_metrics(model)), model)
         if measure_latency:
-            ref, cand = time_sessions([self.reference_session, session], self.data.one(),
-                                      self.latency_warmup, self.latency_runs)
-            metrics.latency = cand
-            metrics.latency_ratio = cand.median_ms / ref.median_ms
-            metrics.extra["reference_latency"] = ref.to_dict()
+            prepared = prepare_or_mark(self.meter, model, self.feed, metrics)
+            if prepared is not None:
+                ref, cand = self.meter.time([self.reference_prepared, prepared], self.feed,
+                                            self.latency_warmup, self.latency_runs)
+                metrics.latency = cand
+                metrics.latency_ratio = cand.median_ms / ref.median_ms
+                metrics.extra["reference_latency"] = ref.to_dict()
+                metrics.extra["energy"] = energy(prepared, self.target, metrics).to_dict()
         metrics.extra["accuracy_drop"] = self.reference_accuracy - accuracy
         return metrics
 
 
+def prepare_or_mark(meter: TargetMeter, model: onnx.ModelProto, feed: dict,
+                    metrics: Metrics) -> Prepared | None:
+    """The model prepared for the target, or None with the reason recorded in metrics."""
+    metrics.extra["target"] = meter.target.name
+    try:
+        return meter.prepare(model, feed)
+    except UnsupportedOnTargetError as exc:
+        metrics.latency_ratio = math.inf
+        metrics.extra.update(supported=False, latency_error=str(exc))
+        return None
+
+
+def energy(prepared: Prepared, target: Target, metrics: Metrics):
+    """Measured by a hardware counter around local runs where one is readable, else
+    estimated from MACs and weight bytes; labelled either way."""
+    return energy_of(prepared.run, target.compute_device, metrics.macs, metrics.size_bytes,
+                     seconds=0.5)
+
+
 def compare(models: Sequence[onnx.ModelProto], data: Dataset | None,
             threads: int = DEFAULT_THREADS, runs: int = 100, warmup: int = 10,
-            feed: dict[str, np.ndarray] | None = None) -> list[Metrics]:
+            feed: dict[str, np.ndarray] | None = None, *,
+            target: Target | str | None = None) -> list[Metrics]:
     """Metrics of several models side by side; ratios are to the first model, and the
-    latency runs of all models are interleaved in one process."""
+    latency runs of all models are interleaved (on a board: alternating blocks)."""
+    target = load_target(target, threads if target is None else None)
     sessions = [make_session(m, threads) for m in models]
     results: list[Metrics] = []
     targets, kind = None, "top1"
@@ -133,8 +168,16 @@ def compare(models: Sequence[onnx.ModelProto], data: Dataset | None,
         if targets is not None:
             accuracy = top1(run_batches(session, data.batches(EVAL_BATCH)), targets)
         results.append(with_storage(Metrics(accuracy, kind, *static_metrics(model)), model))
-    stats = time_sessions(sessions, feed if feed is not None else data.one(), warmup, runs)
-    for metrics, latency in zip(results, stats):
-        metrics.latency = latency
-        metrics.latency_ratio = latency.median_ms / stats[0].median_ms
+    feed = feed if feed is not None else data.one()
+    meter = TargetMeter(target)
+    prepared = [prepare_or_mark(meter, m, feed, r) for m, r in zip(models, results)]
+    timed = [i for i, p in enumerate(prepared) if p is not None]
+    stats = meter.time([prepared[i] for i in timed], feed, warmup, runs) if timed else []
+    base = stats[0].median_ms if timed and timed[0] == 0 else math.nan
+    for i, latency in zip(timed, stats):
+        results[i].latency = latency
+        results[i].latency_ratio = latency.median_ms / base
+        results[i].extra["energy"] = energy(prepared[i], target, results[i]).to_dict()
+        if meter.device_info:
+            results[i].extra["device"] = meter.device_info
     return results

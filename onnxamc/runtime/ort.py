@@ -13,7 +13,7 @@ DEFAULT_THREADS = 1
 
 
 def make_session(model: onnx.ModelProto | bytes | str, threads: int = DEFAULT_THREADS,
-                 providers: list | None = None):
+                 providers: list | None = None, provider_options: list | None = None):
     """An InferenceSession with `threads` intra-op threads, sequential execution,
     and full graph optimisation (what a deployment would use)."""
     import onnxruntime as ort
@@ -27,7 +27,8 @@ def make_session(model: onnx.ModelProto | bytes | str, threads: int = DEFAULT_TH
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     return ort.InferenceSession(model, options,
-                                providers=providers or ["CPUExecutionProvider"])
+                                providers=providers or ["CPUExecutionProvider"],
+                                provider_options=provider_options)
 
 
 def run_batches(session, batches: Iterable[dict[str, np.ndarray]]) -> np.ndarray:

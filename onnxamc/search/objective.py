@@ -9,7 +9,13 @@ TPE sampler models directly through trial constraints (`Trial.set_constraint`):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+
+def _unsupported(metrics: dict) -> bool:
+    """The target's runtime could not run the candidate: infeasible whatever else holds."""
+    return metrics.get("supported") is False
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,7 @@ class LatencyBudget:
         return metrics["accuracy"]
 
     def constraint(self, metrics: dict) -> float:
-        return metrics["latency_ratio"] - self.ratio
+        return math.inf if _unsupported(metrics) else metrics["latency_ratio"] - self.ratio
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class AccuracyBound:
         return metrics["latency_ratio"]
 
     def constraint(self, metrics: dict) -> float:
-        return metrics["accuracy_drop"] - self.max_drop
+        return math.inf if _unsupported(metrics) else metrics["accuracy_drop"] - self.max_drop
 
 
 Objective = LatencyBudget | AccuracyBound

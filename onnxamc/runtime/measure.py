@@ -1,0 +1,151 @@
+"""Latency of models on one Target, whatever its runtime and wherever its device.
+
+`TargetMeter.prepare` turns a model into what the target runs (an onnxruntime session,
+a TVM VM, or the bytes to upload to a board); `time` measures several prepared models
+side by side: interleaved run by run on this machine, or in alternating blocks within
+one RPC session on a board. A model the runtime cannot take raises
+UnsupportedOnTargetError from `prepare`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from onnxamc.runtime.latency import LatencyStats, measure_interleaved
+from onnxamc.runtime.target import Target
+
+REMOTE_ROUNDS = 3
+
+
+@dataclass
+class Prepared:
+    """One model made ready for one target."""
+
+    kind: str  # "onnx" | "tvm"
+    run: Callable[[], object] | None = None  # local: one inference per call
+    upload: bytes | Path | None = None  # remote: ONNX bytes or the exported library
+    outputs: Callable[[dict], list[np.ndarray]] | None = None  # local: outputs for a feed
+    build_seconds: float = 0.0
+    notes: dict = field(default_factory=dict)
+
+
+class TargetMeter:
+    """Prepares and times models on one target (checks the target can run here first)."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        self.device_info: dict | None = None
+        if target.runtime == "tvm":
+            from onnxamc.runtime.tvm_build import require_tvm
+
+            require_tvm(target.name)
+        elif target.device == "cuda":
+            from onnxamc.runtime.ort_target import check_cuda_provider
+
+            check_cuda_provider(target)
+
+    def prepare(self, model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> Prepared:
+        import time
+
+        start = time.perf_counter()
+        if self.target.runtime == "onnxruntime":
+            prepared = self._prepare_ort(model, feed)
+        else:
+            prepared = self._prepare_tvm(model, feed)
+        prepared.build_seconds = time.perf_counter() - start
+        return prepared
+
+    def _prepare_ort(self, model: onnx.ModelProto, feed) -> Prepared:
+        data = model.SerializeToString()
+        if self.target.is_remote:
+            return Prepared("onnx", upload=data)
+        from onnxamc.runtime.ort_target import session_runner, target_session
+
+        session = target_session(data, self.target)
+        return Prepared("onnx", run=session_runner(session, feed, self.target),
+                        outputs=lambda f: session.run(None, f))
+
+    def _prepare_tvm(self, model: onnx.ModelProto, feed) -> Prepared:
+        from onnxamc.runtime.tvm_build import LocalVM, build
+
+        executable = build(model, self.target)
+        if self.target.is_remote:
+            from onnxamc.runtime.remote import export_for_upload
+
+            return Prepared("tvm", upload=export_for_upload(executable, self.target))
+        vm = LocalVM(executable, self.target)
+        return Prepared("tvm", run=vm.runner(feed), outputs=vm.outputs)
+
+    def time(self, prepared: list[Prepared], feed: dict[str, np.ndarray], warmup: int = 10,
+             runs: int = 50) -> list[LatencyStats]:
+        if not self.target.is_remote:
+            return measure_interleaved([p.run for p in prepared], warmup, runs)
+        return self._time_remote(prepared, feed, warmup, runs)
+
+    def _time_remote(self, prepared, feed, warmup, runs) -> list[LatencyStats]:
+        """Alternating blocks in one session: the board is ours alone while it lasts."""
+        from onnxamc.runtime.remote import RemoteSession
+
+        rounds = max(1, min(REMOTE_ROUNDS, runs))
+        block = max(1, runs // rounds)
+        samples: list[list[float]] = [[] for _ in prepared]
+        with RemoteSession(self.target) as session:
+            self.device_info = session.describe()
+            handles = []
+            for p in prepared:
+                suffix = ".onnx" if p.kind == "onnx" else ".so"
+                name = session.upload(p.upload, suffix)
+                handles.append(name if p.kind == "onnx" else session.load_tvm(name, feed))
+            for r in range(rounds):
+                order = range(len(prepared)) if r % 2 == 0 else reversed(range(len(prepared)))
+                for i in order:
+                    w = warmup if r == 0 else 1
+                    if prepared[i].kind == "onnx":
+                        samples[i] += session.time_onnx(handles[i], feed, w, block)
+                    else:
+                        samples[i] += session.time_tvm(handles[i], w, block)
+        return [LatencyStats.from_samples(np.asarray(s) / 1e3) for s in samples]
+
+
+def measure_models(target: Target, models: list[onnx.ModelProto], feed: dict[str, np.ndarray],
+                   warmup: int = 10, runs: int = 50) -> list[LatencyStats]:
+    """Latency of each model on the target, side by side (no model may be unsupported)."""
+    meter = TargetMeter(target)
+    return meter.time([meter.prepare(m, feed) for m in models], feed, warmup, runs)
+
+
+def unavailable_reason(target: Target, probe_remote: bool = False) -> str | None:
+    """Why this machine cannot measure on the target now, or None if it can.
+
+    Remote targets are only probed (tracker and device key) when asked: that touches
+    the network."""
+    import shutil
+
+    from onnxamc.errors import OnnxAmcError
+
+    try:
+        if target.runtime == "tvm":
+            from onnxamc.runtime.tvm_build import require_tvm
+
+            tvm = require_tvm(target.name)
+            if target.device == "cuda" and not tvm.cuda(0).exist:
+                return "no CUDA GPU visible to TVM"
+            if target.cross_compiler and shutil.which(target.cross_compiler) is None:
+                return f"cross compiler {target.cross_compiler} not installed"
+        elif target.device == "cuda":
+            from onnxamc.runtime.ort_target import check_cuda_provider
+
+            check_cuda_provider(target)
+        if target.is_remote and probe_remote:
+            from onnxamc.runtime.remote import devices_under_key
+
+            if devices_under_key(target.remote) == 0:
+                return f"no device under key {target.remote.key!r} at {target.remote.tracker}"
+    except OnnxAmcError as exc:
+        return str(exc)
+    return None
