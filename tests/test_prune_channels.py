@@ -278,3 +278,29 @@ def _conv_bn_model() -> onnx.ModelProto:
                                                              ["batch", 5])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
     return load_model(model)
+
+
+def test_group_normalization_op_keeps_groups_even():
+    """GroupNormalization (opset 21, per-channel scale): each group keeps the same number
+    of channels, so num_groups stays valid."""
+    rng = np.random.default_rng(0)
+    weights = {"w1": rng.standard_normal((8, 3, 3, 3)), "gn.scale": rng.uniform(0.5, 1.5, 8),
+               "gn.bias": rng.standard_normal(8), "w2": rng.standard_normal((4, 8, 1, 1))}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("GroupNormalization", ["c1", "gn.scale", "gn.bias"], ["g"], "gn",
+                              num_groups=2),
+             helper.make_node("Relu", ["g"], ["r"], "relu"),
+             helper.make_node("Conv", ["r", "w2"], ["y"], "conv2")]
+    graph = helper.make_graph(
+        nodes, "gn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 5, 5])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
+    model = load_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)],
+                                         ir_version=10))
+    group = channel_groups(model).group_of("conv1")
+    assert group.prunable and group.channels == 4 and group.mixed  # positions tied
+    pruned = prune_channels(model, {"conv1": 0.5}, multiple=1)
+    shapes = {i.name: list(i.dims) for i in pruned.graph.initializer}
+    assert shapes["w1"] == [4, 3, 3, 3] and shapes["gn.scale"] == [4]
+    x = {"x": rng.random((2, 3, 5, 5), dtype=np.float32)}
+    assert run_model(pruned, x)[0].shape == (2, 4, 5, 5)

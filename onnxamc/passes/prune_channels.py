@@ -167,8 +167,20 @@ def apply_plan(model: onnx.ModelProto, plan: PruningPlan) -> onnx.ModelProto:
             for attr in list(node.attribute):
                 if attr.name in ("num_outputs", "split"):
                     node.attribute.remove(attr)
+    _match_initializer_inputs(graph, inits)
     del graph.value_info[:]
     return infer(out)
+
+
+def _match_initializer_inputs(graph, inits) -> None:
+    """Old-style models also list initializers as graph inputs: give them the new shapes."""
+    for value in graph.input:
+        init = inits.get(value.name)
+        if init is not None and value.type.tensor_type.HasField("shape"):
+            dims = value.type.tensor_type.shape.dim
+            if len(dims) == len(init.dims):
+                for dim, size in zip(dims, init.dims):
+                    dim.dim_value = size
 
 
 def _new_value(plan: PruningPlan, key, sig, old: np.ndarray | None) -> np.ndarray:
