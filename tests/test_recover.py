@@ -95,3 +95,16 @@ def test_unlabelled_data_needs_pure_distillation(tiny_cnn):
     out, _ = train(model, data, TrainConfig(epochs=1, distill_weight=1.0, progress=False),
                    teacher=model)
     onnx.checker.check_model(out)
+
+
+def test_fgsm_robustness_metric(tiny_cnn, tmp_path):
+    model = load_model(tiny_cnn)
+    damaged = apply_policy(model, Policy({n: LayerAction(sparsity=0.6)
+                                          for n in analyze(model).layer_names}))
+    path = tmp_path / "d.onnx"
+    onnx.save(damaged, str(path))
+    base, attacked = api.bench([tiny_cnn, path], "digits", runs=5, limit=400, fgsm_epsilon=0.1)
+    assert base.extra["robust_accuracy"] < base.accuracy  # the attack hurts the original
+    assert 0 <= attacked.extra["robust_accuracy"] <= 1
+    none, = api.bench([tiny_cnn], "digits", runs=5, limit=400, fgsm_epsilon=0.0)
+    assert none.extra["robust_accuracy"] == none.accuracy  # ε = 0 changes nothing
