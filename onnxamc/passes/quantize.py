@@ -135,7 +135,7 @@ def quantized_neighbourhood(model: onnx.ModelProto, layers: set[str]) -> list[st
 
 
 def entropy_ranges(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], tmp: Path,
-                   op_types: list[str] | None = None, bins: int = ENTROPY_BINS
+                   op_types: list[str] | None = None, bins: int | None = None
                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Activation ranges by KL-divergence (entropy) calibration over `bins` histogram
     bins. quantize_static's own entropy calibrator uses 128 bins for 128 quantized
@@ -146,7 +146,8 @@ def entropy_ranges(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], t
     onnx.save(model, str(path))
     calibrator = create_calibrator(path, op_types, augmented_model_path=str(tmp / "entropy-aug.onnx"),
                                    calibrate_method=CalibrationMethod.Entropy,
-                                   extra_options={"num_bins": bins, "num_quantized_bins": 128})
+                                   extra_options={"num_bins": bins or ENTROPY_BINS,
+                                                  "num_quantized_bins": 128})
     calibrator.collect_data(_Feeds(feeds))
     data = calibrator.compute_data()
     weights = {i.name for i in model.graph.initializer}
