@@ -285,6 +285,51 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     return outcome
 
 
+def sensitivity(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
+                calibration: DataLike | None = None,
+                actions: dict[str, dict[str, Any]] | None = None,
+                layers: Sequence[str] | None = None, eval_samples: int | None = None,
+                calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+                calibration_method: str = "minmax", threads: int = DEFAULT_THREADS,
+                progress: bool = False) -> SensitivityTable:
+    """The accuracy drop when one layer alone takes each action (`actions`: label →
+    LayerAction fields; default: every quantization kind). Actions that do not fit a
+    layer are recorded as None."""
+    proto = load(model)
+    info = _analyze(proto)
+    actions = dict(DEFAULT_SENSITIVITY_ACTIONS if actions is None else actions)
+    for label, fields in actions.items():
+        LayerAction.from_dict(fields, f"action {label}")
+    unknown = sorted(set(layers or ()) - set(info.layer_names))
+    if unknown:
+        raise PolicyError(f"not layers of this model: {', '.join(unknown)}")
+    evaluator = Evaluator(proto, data_for(proto, data, eval_samples), threads)
+    if calibration is None and not _is_fashion_mnist(data):
+        calibration = data  # as search does: the user's data is the best calibration set
+    calib = _lazy_calibration(proto, calibration, calibration_samples)
+    table = SensitivityTable(info.fingerprint, evaluator.reference_accuracy,
+                             evaluator.accuracy_kind, actions,
+                             meta={"eval_samples": len(evaluator.data),
+                                   "calibration_method": calibration_method})
+    for layer in layers or info.layer_names:
+        table.drops[layer], table.bits[layer] = {}, {}
+        for label, fields in actions.items():
+            policy = Policy({layer: LayerAction(**fields)}, info.fingerprint)
+            try:
+                policy.validate({l.name: l.op_type for l in info.layers})
+            except PolicyError:
+                table.drops[layer][label] = table.bits[layer][label] = None
+                continue
+            compressed = apply_policy(proto, policy, calib, calibration_method)
+            metrics = evaluator.evaluate(compressed, measure_latency=False)
+            table.drops[layer][label] = round(evaluator.reference_accuracy - metrics.accuracy, 6)
+            table.bits[layer][label] = round(layer_bits_per_weight(compressed, layer), 3)
+            if progress:
+                print(f"{layer:<32} {label:<18} drop {100 * table.drops[layer][label]:+.2f}",
+                      flush=True)
+    return table
+
+
 @dataclass
 class CompressOutcome:
     search: SearchOutcome
@@ -412,48 +457,6 @@ def report(storage: str | Path, directory: str | Path, study: str | None = None,
         policy = Policy.load(policy)
     return write_report(directory, st, policy, [l.to_dict() for l in info.layers],
                         title=f"onnxamc: study {study}")
-def sensitivity(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
-                calibration: DataLike = DEFAULT_CALIBRATION,
-                actions: dict[str, dict[str, Any]] | None = None,
-                layers: Sequence[str] | None = None, eval_samples: int | None = None,
-                calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
-                calibration_method: str = "minmax", threads: int = DEFAULT_THREADS,
-                progress: bool = False) -> SensitivityTable:
-    """The accuracy drop when one layer alone takes each action (`actions`: label →
-    LayerAction fields; default: every quantization kind). Actions that do not fit a
-    layer are recorded as None."""
-    proto = load(model)
-    info = _analyze(proto)
-    actions = dict(DEFAULT_SENSITIVITY_ACTIONS if actions is None else actions)
-    for label, fields in actions.items():
-        LayerAction.from_dict(fields, f"action {label}")
-    unknown = sorted(set(layers or ()) - set(info.layer_names))
-    if unknown:
-        raise PolicyError(f"not layers of this model: {', '.join(unknown)}")
-    evaluator = Evaluator(proto, data_for(proto, data, eval_samples), threads)
-    calib = data_for(proto, calibration, calibration_samples)
-    table = SensitivityTable(info.fingerprint, evaluator.reference_accuracy,
-                             evaluator.accuracy_kind, actions,
-                             meta={"eval_samples": len(evaluator.data),
-                                   "calibration_method": calibration_method})
-    for layer in layers or info.layer_names:
-        table.drops[layer], table.bits[layer] = {}, {}
-        for label, fields in actions.items():
-            policy = Policy({layer: LayerAction(**fields)}, info.fingerprint)
-            try:
-                policy.validate({l.name: l.op_type for l in info.layers})
-            except PolicyError:
-                table.drops[layer][label] = table.bits[layer][label] = None
-                continue
-            compressed = apply_policy(proto, policy, lambda: calib.batches(CALIBRATION_BATCH),
-                                      calibration_method)
-            metrics = evaluator.evaluate(compressed, measure_latency=False)
-            table.drops[layer][label] = round(evaluator.reference_accuracy - metrics.accuracy, 6)
-            table.bits[layer][label] = round(layer_bits_per_weight(compressed, layer), 3)
-            if progress:
-                print(f"{layer:<32} {label:<18} drop {100 * table.drops[layer][label]:+.2f}",
-                      flush=True)
-    return table
 
 
 def _is_fashion_mnist(data: DataLike) -> bool:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from onnxamc.errors import PolicyError
+from onnxamc.quant_actions import QUANT_FIELDS, check_quant_fields
 
 SCHEMA = "onnxamc.policy/1"
 FLOAT_BITS = 32
@@ -95,8 +96,6 @@ class LayerAction:
         if op_type is not None and self.bits != FLOAT_BITS and op_type not in QUANTIZABLE_OPS:
             raise PolicyError(f"layer {layer!r}: bits={self.bits} is not supported for "
                               f"{op_type} layers (quantizable: {', '.join(QUANTIZABLE_OPS)})")
-        from onnxamc.quant_actions import check_quant_fields
-
         problem = check_quant_fields(self, op_type)
         if problem:
             raise PolicyError(f"layer {layer!r}: {problem}")
@@ -142,8 +141,6 @@ class Policy:
         for name in layer_names:
             fields_for_layer = dict(values)
             if op_types and op_types.get(name) not in QUANTIZABLE_OPS:
-                from onnxamc.quant_actions import QUANT_FIELDS
-
                 for key in ("bits", *QUANT_FIELDS):
                     fields_for_layer.pop(key, None)
             policy.layers[name] = LayerAction.from_dict(fields_for_layer, name)

@@ -189,9 +189,12 @@ def test_weight_sharing_shrinks_file_and_equals_clustered_reference(conv_mlp, fe
 
 
 @pytest.mark.parametrize("other", ["entropy", "percentile"])
-def test_calibration_method_is_selectable_and_changes_scales(other, conv_mlp, feeds):
+def test_calibration_method_is_selectable_and_changes_scales(other, conv_mlp, feeds, monkeypatch):
+    from onnxamc.passes import quantize
+
+    monkeypatch.setattr(quantize, "ENTROPY_BINS", 512)  # 2048 costs seconds per tensor
     model = load_model(conv_mlp)
-    policy = Policy({"conv1": LayerAction(bits=8), "conv2": LayerAction(bits=8)})
+    policy = Policy({"conv2": LayerAction(bits=8)})
     minmax = apply_policy(model, policy, calibration(feeds), "minmax")
     changed = apply_policy(model, policy, calibration(feeds), other)
 
@@ -269,3 +272,22 @@ def test_static_quantization_leaves_ops_away_from_quantized_layers_float(conv_ml
     quantized = [producers[n.input[0]].name for n in out.graph.node if n.op_type == "QuantizeLinear"
                  if n.input[0] in producers]
     assert quantized == ["conv1"]  # nothing after conv2 (Relu, ReduceMean, fc...) is quantized
+
+
+def test_per_block_depthwise_conv_blocks_along_output_channels(tmp_path):
+    from torch import nn
+
+    path = export(nn.Sequential(nn.Conv2d(1, 64, 3, padding=1),
+                                nn.Conv2d(64, 64, 3, padding=1, groups=64)), (2, 1, 8, 8),
+                  tmp_path / "dw.onnx")
+    model = load_model(path)
+    depthwise = analyze(model).layers[1]
+    out = apply_policy(model, Policy({depthwise.name: LayerAction(
+        bits=4, granularity="per-block", block_size=32)}))
+    _, types = storage_of(out, depthwise.name)
+    assert list(types[T.FLOAT][0].dims) == [2, 1, 3, 3]  # 64 channels / 32 per block
+    bits = {s.name: s.bits_per_weight for s in weight_storage(out)}[depthwise.name]
+    assert 4 <= bits <= 5.1
+    x = {"input": np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)}
+    want, got = run_model(model, x)[0], run_model(out, x)[0]
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()

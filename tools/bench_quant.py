@@ -32,6 +32,7 @@ from onnxamc.graph import analyze  # noqa: E402
 from onnxamc.passes import apply_policy  # noqa: E402
 from onnxamc.passes.quantize import _Feeds, _quiet_root_logger  # noqa: E402
 from onnxamc.policy import LayerAction, Policy  # noqa: E402
+from onnxamc.quant_actions import action_kind  # noqa: E402
 
 
 def ort_default_int8(model: onnx.ModelProto, feeds: list[dict]) -> onnx.ModelProto:
@@ -137,10 +138,14 @@ def bench_cnn(name: str, args) -> dict:
     calib = api.data_for(model, "fashion-mnist:calib", args.calibration_samples)
     warm = None
     if args.sensitivity:
-        table = api.sensitivity(model, data, calib, {"int8": {"bits": 8}, "int4": {"bits": 4},
-                                                     "fp16": {"bits": 16}},
-                                eval_samples=min(500, len(data)))
+        table = api.sensitivity(model, data.take(500), calib,
+                                {"int8": {"bits": 8}, "int4": {"bits": 4},
+                                 "shared4": {"share_bits": 4}, "fp16": {"bits": 16}})
+        if args.json:
+            table.save(Path(args.json).with_name(f"sensitivity-{name}.json"))
         warm = table.warm_start(args.max_drop_per_layer)
+        print("  sensitivity warm start:", {n: action_kind(a) for n, a in warm.layers.items()},
+              flush=True)
     method = lambda label: "percentile" if "percentile" in label else "minmax"  # noqa: E731
     labels, models, seconds = build(model, cnn_configs(layers, warm), list(calib.batches(32)),
                                     method)

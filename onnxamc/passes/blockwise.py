@@ -3,7 +3,8 @@
 onnxruntime's quantize_static only blocks rank-2 weights with one block size for the
 whole model, so this is graph code: the weight becomes a signed integer tensor of the
 same shape plus one float scale per `block_size` input channels (per output channel and
-kernel position), expanded by a blocked DequantizeLinear in front of the layer.
+kernel position; along the output channels for depthwise convs), expanded by a blocked
+DequantizeLinear in front of the layer.
 Activations stay float.
 """
 
@@ -14,7 +15,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxamc.passes.graph_edit import (ensure_opset, input_axis, int_tensor, named_copy,
-                                       nodes_by_name, replace_weight, unique, weight_of)
+                                       nodes_by_name, output_axis, replace_weight, unique,
+                                       weight_of)
 
 
 def blockwise_quantize(weight: np.ndarray, bits: int, block: int, axis: int
@@ -35,6 +37,16 @@ def blockwise_quantize(weight: np.ndarray, bits: int, block: int, axis: int
     return np.moveaxis(q, 0, axis).astype(np.int8), np.moveaxis(scale, 0, axis)
 
 
+def block_axis(node: onnx.NodeProto, shape: tuple[int, ...], block: int) -> int:
+    """Blocks run along the input channels, unless there are fewer of them than a block
+    (depthwise convs: one per group) and more output channels: then along those, so a
+    scale still covers `block` weights rather than one."""
+    axis_in, axis_out = input_axis(node), output_axis(node)
+    if shape[axis_in] < block and shape[axis_out] > shape[axis_in]:
+        return axis_out
+    return axis_in
+
+
 def quantize_blockwise(model: onnx.ModelProto, layers: dict[str, tuple[int, int]]) -> onnx.ModelProto:
     """`layers`: {layer name: (bits, block_size)}."""
     if not layers:
@@ -44,7 +56,7 @@ def quantize_blockwise(model: onnx.ModelProto, layers: dict[str, tuple[int, int]
     for name, (bits, block) in layers.items():
         node = nodes[name]
         weight = weight_of(out, node)
-        axis = input_axis(node)
+        axis = block_axis(node, weight.shape, block)
         q, scale = blockwise_quantize(weight, bits, block, axis)
         q_name, s_name = unique(out, f"{name}.weight_q{bits}"), unique(out, f"{name}.weight_scale")
         w_name = unique(out, f"{name}.weight_dq")

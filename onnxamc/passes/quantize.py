@@ -93,12 +93,16 @@ def quantize_static_layers(model: onnx.ModelProto, specs: dict[str, WeightSpec],
             contextlib.redirect_stdout(io.StringIO()):  # calibrators print their progress
         out = Path(tmp) / "q.onnx"
         if method == "entropy":  # ranges from a finer histogram than quantize_static's
-            for tensor, (low, high) in entropy_ranges(named, feeds, Path(tmp)).items():
+            op_types = sorted({n.op_type for n in named.graph.node if n.name in to_quantize})
+            for tensor, (low, high) in entropy_ranges(named, feeds, Path(tmp), op_types).items():
                 overrides.setdefault(tensor, [{"rmin": low, "rmax": high}])
         quantize_static(
             named, str(out), _Feeds(feeds), quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            nodes_to_quantize=to_quantize, calibrate_method=methods[method],
+            nodes_to_quantize=to_quantize,
+            # entropy ranges are overrides by now; quantize_static's own 128-bin entropy
+            # would equal MinMax at a higher cost
+            calibrate_method=methods["minmax" if method == "entropy" else method],
             extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True,
                            "TensorQuantOverrides": overrides},
         )
@@ -131,7 +135,8 @@ def quantized_neighbourhood(model: onnx.ModelProto, layers: set[str]) -> list[st
 
 
 def entropy_ranges(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], tmp: Path,
-                   bins: int = ENTROPY_BINS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                   op_types: list[str] | None = None, bins: int | None = None
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Activation ranges by KL-divergence (entropy) calibration over `bins` histogram
     bins. quantize_static's own entropy calibrator uses 128 bins for 128 quantized
     levels, where the search has a single candidate and the result equals MinMax."""
@@ -139,9 +144,10 @@ def entropy_ranges(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], t
 
     path = tmp / "entropy-input.onnx"
     onnx.save(model, str(path))
-    calibrator = create_calibrator(path, None, augmented_model_path=str(tmp / "entropy-aug.onnx"),
+    calibrator = create_calibrator(path, op_types, augmented_model_path=str(tmp / "entropy-aug.onnx"),
                                    calibrate_method=CalibrationMethod.Entropy,
-                                   extra_options={"num_bins": bins, "num_quantized_bins": 128})
+                                   extra_options={"num_bins": bins or ENTROPY_BINS,
+                                                  "num_quantized_bins": 128})
     calibrator.collect_data(_Feeds(feeds))
     data = calibrator.compute_data()
     weights = {i.name for i in model.graph.initializer}
