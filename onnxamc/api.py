@@ -196,11 +196,16 @@ def _add_layer_predictions(protos, results, target: Target, table_path) -> list[
     from onnxamc.runtime.layer_table import LayerTable
 
     table = LayerTable(target, None if table_path is True else table_path)
+    scale = None  # measured / predicted on the first model: what the sum leaves out
     for proto, metrics in zip(protos, results):
         if metrics.latency is not None:
             prediction = table.predict(proto)
-            metrics.extra["layer_table"] = {**prediction.to_dict(), "table": str(table.path),
-                                            "error": prediction.error(metrics.latency.median_ms)}
+            measured = metrics.latency.median_ms
+            scale = scale or measured / prediction.total_ms
+            metrics.extra["layer_table"] = {
+                **prediction.to_dict(), "table": str(table.path),
+                "error": prediction.error(measured),
+                "calibrated_error": prediction.total_ms * scale / measured - 1.0}
     return results
 
 

@@ -336,7 +336,8 @@ def cmd_bench(args) -> int:
         if r.extra.get("layer_table"):
             t = r.extra["layer_table"]
             print(f"{Path(name).name}: layer table predicts {t['predicted_ms']:.3f} ms vs "
-                  f"{r.latency.median_ms:.3f} ms measured (error {100 * t['error']:+.1f}%), "
+                  f"{r.latency.median_ms:.3f} ms measured (error {100 * t['error']:+.1f}%; "
+                  f"scaled by the first model's ratio: {100 * t['calibrated_error']:+.1f}%), "
                   f"{len(t['layers'])} layers, {t['measured_now']} newly measured, "
                   f"table {t['table']}")
     return 0

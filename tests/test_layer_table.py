@@ -38,3 +38,4 @@ def test_bench_reports_prediction_error(tiny_cnn, tmp_path):
     table = m.extra["layer_table"]
     assert table["predicted_ms"] > 0
     assert abs(table["error"] - (table["predicted_ms"] / m.latency.median_ms - 1)) < 1e-9
+    assert abs(table["calibrated_error"]) < 1e-9  # the first model sets the scale

@@ -23,7 +23,18 @@ def has_cuda_ort() -> bool:
 
 
 def test_shipped_targets_are_package_data_and_valid():
+    import tomllib
+    from pathlib import Path
+
+    import onnxamc
+    from onnxamc.runtime.target import TARGETS_DIR
+
     assert SHIPPED <= set(shipped_targets())
+    assert TARGETS_DIR.parent == Path(onnxamc.__file__).parent  # inside the package
+    pyproject = Path(onnxamc.__file__).parent.parent / "pyproject.toml"
+    if pyproject.exists():  # a source checkout: the wheel must carry the files
+        data = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]
+        assert "targets/*.toml" in data["onnxamc"]
     for name in SHIPPED:
         t = load_target(name)
         assert t.name == name and t.runtime in ("onnxruntime", "tvm")
@@ -142,3 +153,13 @@ def test_search_measures_on_the_given_target(tiny_cnn, tmp_path):
     assert len(trials) == 3
     assert all(t.user_attrs["metrics"]["target"] == "cpu-tvm" for t in trials)
     assert outcome.compressed.extra["target"] == "cpu-tvm"
+
+
+def test_ort_cpu_latency_on_the_reference_model(resnet20):
+    """The bundled ResNet-20 timed through the cpu-ort target, with accuracy on the
+    bundled Fashion-MNIST subset."""
+    if not resnet20.exists():
+        pytest.skip("bundled resnet20.onnx is not in this checkout")
+    m = api.bench([resnet20], "fashion-mnist", runs=20, limit=200, target="cpu-ort")[0]
+    assert m.latency.runs == 20 and 0 < m.latency.median_ms < 1000
+    assert m.accuracy > 0.5 and m.extra["target"] == "cpu-ort"

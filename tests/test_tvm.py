@@ -117,3 +117,11 @@ def test_cuda_tvm_build_equals_onnxruntime(tiny_cnn):
     feed = feed_for()
     got = meter.prepare(onnx.load(tiny_cnn), feed).outputs(feed)[0]
     np.testing.assert_allclose(got, run_model(tiny_cnn, feed)[0], rtol=1e-3, atol=1e-4)
+
+
+def test_cuda_tvm_compiles_without_a_gpu(tiny_cnn):
+    """Code generation for CUDA needs no GPU (running it does: see the test above)."""
+    from dataclasses import replace
+
+    target = replace(load_target("cuda-tvm"), tvm_target={"kind": "cuda", "arch": "sm_80"})
+    assert build(onnx.load(tiny_cnn), target) is not None

@@ -1,12 +1,13 @@
 """Per-layer latency table (HAQ style): each distinct layer measured once per target.
 
-A layer is cut out of the model as a small ONNX model (with its quantize/dequantize
-neighbours when it is quantized, so the runtime can fuse it as it would in the full
-model) and timed on the target. Its key is the structure only, not the weight values:
+A layer is cut out of the model as a small ONNX model and timed on the target. The cut
+takes in what a runtime fuses with the layer in the full model: the quantize/dequantize
+neighbours of a quantized layer, and the chain of activations and the residual Add that
+follow it (each such node belongs to the first layer that reaches it). Its key is the structure only, not the weight values:
 op types, attributes, input and weight shapes and dtypes, so a pruned layer with 24
 channels is a new entry while the same layer in another candidate is a cache hit. The
 model's latency is predicted as the sum over its layers; the rest of the graph (pooling,
-activations not fused, reshapes) is not in the sum, which is why `onnxamc bench` reports
+reshapes, concatenations) is not in the sum, which is why `onnxamc bench` reports
 the prediction error against end-to-end measurement next to every prediction. Every
 timed call also pays the runtime's fixed cost per call (a few microseconds in
 onnxruntime); it is measured once on a one-op model and counted once per model, not once
@@ -31,6 +32,9 @@ from onnxamc.runtime.target import Target
 
 TABLE_CACHE = Path("~/.cache/onnxamc/layer-tables")
 QUANT_OPS = ("QuantizeLinear", "DequantizeLinear")
+FOLLOW_OPS = QUANT_OPS + ("Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid",
+                          "Add", "BatchNormalization")
+FOLLOW_STEPS = 6
 OVERHEAD_KEY = "call-overhead"
 
 
@@ -105,13 +109,38 @@ def layer_models(model: onnx.ModelProto):
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     nodes = dict(zip(node_names(model), model.graph.node))
+    constants = {i.name for i in model.graph.initializer} | \
+        {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     extractor = Extractor(model)
+    claimed: set[int] = set()
     for layer in find_layers(model):
         node = nodes[layer.name]
         inputs = [_input_boundary(node.input[0], producers)]
-        output = _output_boundary(node.output[0], consumers)
-        sub = extractor.extract_model(inputs, [output])
+        output = node.output[0]
+        for _ in range(FOLLOW_STEPS):
+            after = consumers.get(output, [])
+            if len(after) != 1 or after[0].op_type not in FOLLOW_OPS or id(after[0]) in claimed:
+                break
+            claimed.add(id(after[0]))
+            inputs += _side_inputs(after[0], output, producers, constants)
+            output = after[0].output[0]
+        sub = extractor.extract_model(list(dict.fromkeys(inputs)), [output])
         yield layer.name, _static_batch(sub)
+
+
+def _side_inputs(node, chain: str, producers: dict, constants: set) -> list[str]:
+    """Inputs of a followed node other than the chain itself that are activations (the
+    residual branch of an Add): they become inputs of the cut-out model."""
+    found = []
+    for name in node.input:
+        if not name or name == chain or name in constants:
+            continue
+        producer = producers.get(name)
+        if producer is not None and producer.op_type == "DequantizeLinear" \
+                and producer.input[0] in constants:
+            continue  # a quantized constant: the extractor takes it in
+        found.append(_input_boundary(name, producers))
+    return found
 
 
 def _input_boundary(name: str, producers: dict) -> str:
@@ -121,16 +150,6 @@ def _input_boundary(name: str, producers: dict) -> str:
         q = producers.get(dq.input[0])
         if q is not None and q.op_type == "QuantizeLinear":
             return q.input[0]
-    return name
-
-
-def _output_boundary(name: str, consumers: dict) -> str:
-    """Take in the QuantizeLinear(/DequantizeLinear) that follows a quantized layer."""
-    for _ in range(2):
-        after = consumers.get(name, [])
-        if len(after) != 1 or after[0].op_type not in QUANT_OPS:
-            break
-        name = after[0].output[0]
     return name
 
 

@@ -48,6 +48,10 @@ class TargetMeter:
             from onnxamc.runtime.ort_target import check_cuda_provider
 
             check_cuda_provider(target)
+        if target.is_remote:  # fail before compiling anything for a board nobody serves
+            from onnxamc.runtime.remote import require_device
+
+            require_device(target.remote)
 
     def prepare(self, model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> Prepared:
         import time

@@ -173,6 +173,17 @@ def devices_under_key(remote: Remote) -> int:
                if s.get("key", "").split(":")[-1] == remote.key)
 
 
+def require_device(remote: Remote) -> None:
+    """DeviceUnreachableError unless the tracker answers and lists the key."""
+    if devices_under_key(remote) == 0:
+        raise DeviceUnreachableError(_no_device(remote))
+
+
+def _no_device(remote: Remote) -> str:
+    return (f"no device registered under key {remote.key!r} at tracker {remote.tracker} "
+            f"(is `onnxamc device serve --tracker ... --key {remote.key}` running on the board?)")
+
+
 def _request_with_retries(remote: Remote):
     from tvm import rpc
 
@@ -182,10 +193,7 @@ def _request_with_retries(remote: Remote):
             time.sleep(min(2.0 * attempt, 5.0))
         try:
             if devices_under_key(remote) == 0:
-                last = DeviceUnreachableError(
-                    f"no device registered under key {remote.key!r} at tracker "
-                    f"{remote.tracker} (is `onnxamc device serve --tracker ... --key "
-                    f"{remote.key}` running on the board?)")
+                last = DeviceUnreachableError(_no_device(remote))
                 continue
             tracker = rpc.connect_tracker(remote.tracker_host, remote.tracker_port)
             try:

@@ -180,8 +180,7 @@ def _flatten(result) -> list:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The line of an error that says what went wrong (not a traceback frame)."""
     lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
-    # TVM errors end with the useful line; Python ones start with it
-    text = lines[-1] if lines and "Check failed" not in lines[0] and len(lines) > 1 else \
-        (lines[0] if lines else type(exc).__name__)
-    return f"{type(exc).__name__}: {text}"[:300]
+    useful = [l for l in lines if not l.startswith(("Traceback", "File ", "^", "~"))]
+    return f"{type(exc).__name__}: {(useful or lines or [''])[0]}"[:300]
