@@ -16,13 +16,13 @@ import onnx
 from onnxamc.data import Dataset, load_data
 from onnxamc.errors import DataError, EvaluationError, OnnxAmcError, PolicyError, SearchError
 from onnxamc.evaluate import Evaluator, Metrics, compare
-from onnxamc.graph import ModelInfo, analyze as _analyze, load_model, save_model
+from onnxamc.graph import ModelInfo, analyze as _analyze, load_model, save_model, serialized_size
 from onnxamc.models import bundled_model_path
 from onnxamc.passes import CALIBRATION_METHODS, apply_policy
 from onnxamc.policy import Policy, parse_uniform
 from onnxamc.runtime import DEFAULT_THREADS
-from onnxamc.search import (LayerSlot, SearchResult, SearchSpace, make_objective, open_study,
-                            run_search)
+from onnxamc.search import (SearchResult, SearchSpace, make_sampler, open_study,
+                            parse_objective, run_search, slots_from_layers)
 
 ModelLike = str | Path | onnx.ModelProto | None
 DataLike = str | Path | Dataset
@@ -141,48 +141,56 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
            output: str | Path | None = None, actions: Sequence[str] = ("quant", "sparsity"),
            threads: int = DEFAULT_THREADS, eval_samples: int | None = None,
            calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES, latency_runs: int = 50,
-           seed: int | None = 0, progress: bool = True, verify_runs: int = 200) -> SearchOutcome:
-    """Search per-layer policies with TPE, then write the best policy and its model.
+           seed: int | None = 0, progress: bool = True, verify_runs: int = 200,
+           agent: str = "tpe", objective: str | None = None) -> SearchOutcome:
+    """Search per-layer policies with an agent (Optuna sampler), then write the best
+    policy and its model.
 
     `latency` asks for the best accuracy within latency ≤ ratio × original;
     `max_drop` (the default, 0.01) for the lowest latency within that accuracy drop.
+    `objective` picks another goal (amc, amc-latency, weighted:λ, pareto), `agent` the
+    sampler (tpe, random, qmc, cmaes, gp, nsga2, ddpg, rl). `actions` items may carry
+    ranges: "sparsity=0:0.8", "quant=32/8".
     Running it again with the same storage and study continues where it stopped.
     """
     proto = load(model)
     info = _analyze(proto)
     try:
-        objective = make_objective(latency, max_drop)
-        space = SearchSpace([LayerSlot(l.name, l.op_type) for l in info.layers], list(actions))
+        goal = parse_objective(objective, latency, max_drop)
+        space = SearchSpace(slots_from_layers(info.layers), list(actions))
+        sampler = make_sampler(agent, space, goal, seed, trials)
     except ValueError as exc:
         raise SearchError(str(exc)) from None
     output = Path(output) if output is not None else default_output(model)
     storage = str(storage) if storage is not None else str(output.with_suffix(".journal"))
-    name = study or f"{output.stem}-{objective.label}"
+    name = study or f"{output.stem}-{goal.label}"
     dataset = data_for(proto, data, eval_samples)
     if calibration is None and not _is_fashion_mnist(data):
         calibration = data  # the user's data is the best calibration set we have
     calib = _lazy_calibration(proto, calibration, calibration_samples)
     evaluator = Evaluator(proto, dataset, threads, latency_runs)
+    original_size = serialized_size(proto)
 
     def evaluate_policy(policy: Policy) -> dict:
         try:
             compressed = apply_policy(proto, policy, calib)
-            return evaluator.evaluate(compressed).to_dict()
+            metrics = evaluator.evaluate(compressed).to_dict()
+            return {**metrics, "size_ratio": metrics["size_bytes"] / original_size}
         except OnnxAmcError:
             raise
         except Exception as exc:  # an onnxruntime or quantizer failure on this candidate
             raise EvaluationError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
-    st = open_study(storage, name, objective, info.fingerprint, seed=seed)
+    st = open_study(storage, name, goal, info.fingerprint, sampler=sampler)
     st.set_user_attr("reference_accuracy", evaluator.reference_accuracy)
-    result = run_search(st, space, objective, evaluate_policy, trials, timeout, progress)
+    result = run_search(st, space, goal, evaluate_policy, trials, timeout, progress)
     outcome = SearchOutcome(result, result.policy, None, None, storage, name)
     if result.policy is None:
         return outcome
     policy = result.policy
     policy.fingerprint, policy.model_name = info.fingerprint, _model_name(model)
     best = result.best.user_attrs["metrics"]
-    policy.meta = {"objective": objective.describe(), "feasible": result.feasible,
+    policy.meta = {"objective": goal.describe(), "agent": agent, "feasible": result.feasible,
                    "study": name, "storage": storage, "trial": result.best.number,
                    "metrics": best}
     compressed = apply_policy(proto, policy, calib)

@@ -86,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=30, help="total trials of the study (default 30)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this long")
     p.add_argument("--actions", default="quant,sparsity",
-                   help="actions to search: quant, sparsity (default: both)")
+                   help="actions to search, each with an optional range: quant[=32/8], "
+                        "sparsity[=LOW:HIGH[:STEP]] (default: quant,sparsity)")
+    p.add_argument("--agent", default="tpe", help="search agent (Optuna sampler): tpe, random, "
+                   "qmc, cmaes, gp, nsga2, ddpg, rl (default: tpe)")
+    p.add_argument("--objective", help="constrained (default: --latency or --max-drop), amc, "
+                   "amc-latency, weighted[:LAMBDA], pareto")
     p.add_argument("--storage", help="journal file or database URL (default: OUTPUT.journal)")
     p.add_argument("--study", help="study name (default: from the output name and objective)")
     p.add_argument("-o", "--output", help="compressed model path (default: MODEL-compressed.onnx)")
@@ -210,7 +215,8 @@ def cmd_search(args) -> int:
             storage=args.storage, study=args.study, output=args.output, actions=actions,
             threads=args.threads, eval_samples=args.eval_samples,
             calibration_samples=args.calibration_samples, latency_runs=args.runs,
-            seed=args.seed, progress=not args.no_progress)
+            seed=args.seed, progress=not args.no_progress, agent=args.agent,
+            objective=args.objective)
     except KeyboardInterrupt:
         print("onnxamc: search interrupted; the finished trials are stored: run the same "
               "command again to continue", file=sys.stderr)

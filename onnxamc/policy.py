@@ -35,6 +35,7 @@ class LayerAction:
 
     sparsity: float = 0.0  # fraction of weights zeroed by magnitude (fine-grained)
     bits: int = FLOAT_BITS  # 32 keeps float; 8 is int8 per-channel QDQ (u8 activations)
+    keep: float = 1.0  # structured: share of output channels kept (pass: issue 3)
 
     @property
     def is_identity(self) -> bool:

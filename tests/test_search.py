@@ -120,7 +120,9 @@ def test_killed_search_resumes_without_losing_trials(tiny_cnn, tmp_path):
     assert all(finished[n] == p for n, p in kept.items())
     failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
     finished_params = list(finished.values())
-    assert all(t.params in finished_params for t in failed if t.params)  # re-run, not lost
+    # re-run, not lost (a trial killed while its params were being set holds only some)
+    assert all(any(t.params.items() <= p.items() for p in finished_params)
+               for t in failed if t.params)
     assert (tmp_path / "k.onnx").exists()
 
 

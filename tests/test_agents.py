@@ -1,0 +1,153 @@
+"""Agents, objectives and the action table on a synthetic model (fast, deterministic),
+plus one search through api.search on the tiny CNN."""
+
+import json
+import time
+
+import optuna
+import pytest
+
+from onnxamc.policy import Policy
+from onnxamc.search import (ACTION_TABLE, AmcReward, LatencyBudget, MultiObjective, SearchSpace,
+                            Weighted, make_sampler, open_study, parse_objective, run_search)
+from onnxamc.search.pareto import dominates, hypervolume, pareto_indices
+from search_toy import toy_evaluator, toy_layers, toy_space
+
+# gp fits a Gaussian process per trial (slow on 2 shared cores): it gets fewer trials.
+BUDGET = {"tpe": 40, "random": 40, "qmc": 40, "cmaes": 40, "gp": 10, "nsga2": 40}
+
+
+def _run(agent, objective, trials, tmp_path, space=None, **kw):
+    space = space or toy_space()
+    study = open_study(":memory:", agent, objective, "toy",
+                       sampler=make_sampler(agent, space, objective, seed=0, n_trials=trials))
+    result = run_search(study, space, objective, toy_evaluator(space), trials,
+                        progress=False, seeds=kw.pop("seeds", []), **kw)
+    values = [t.values[0] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return result, values
+
+
+@pytest.mark.parametrize("agent", list(BUDGET))
+def test_agent_improves_on_its_first_trials(agent, tmp_path):
+    result, values = _run(agent, Weighted(0.3), BUDGET[agent], tmp_path)
+    assert len(values) == BUDGET[agent]
+    assert max(values) > max(values[:5])
+    if agent not in ("random", "qmc"):  # the learners: later trials are better on average
+        quarter = len(values) // 4
+        assert sum(values[-quarter:]) > sum(values[:quarter])
+
+
+def test_action_table_is_one_entry_per_action():
+    space = toy_space(["quant", "sparsity=0:0.5:0.1", "prune=0.5:1"], allow_unready=True)
+    names = [p.name for p in space.params()]
+    assert names[:3] == ["l0:sparsity", "l0:bits", "l0:keep"]
+    assert "l5:keep" not in names  # the logits layer feeds no layer: no channel pruning
+    assert space.param("l1:sparsity").distribution.high == 0.5
+    policy = space.policy_from_params({"l1:keep": 0.5, "l2:bits": 8})
+    assert policy.action("l1").keep == 0.5 and policy.action("l2").bits == 8
+    assert space.params_of(policy)["l1:keep"] == 0.5
+    # keep shrinks the layer and the one reading its channels
+    expected = 1 - (0.5 * 1_200_000 + 0.5 * 900_000) / sum(s.macs for s in toy_layers())
+    assert space.macs_ratio(policy) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="not available yet"):
+        toy_space(["prune"])
+    with pytest.raises(ValueError, match="LOW:HIGH"):
+        toy_space(["sparsity=0.8:0.1"])
+    assert set(ACTION_TABLE) >= {"sparsity", "quant", "prune"}
+
+
+def test_objectives_parse_and_score():
+    m = {"accuracy": 0.8, "accuracy_drop": 0.02, "latency_ratio": 0.5, "size_ratio": 0.25,
+         "effective_macs": 1e6, "effective_macs_ratio": 0.4, "latency": {"median_ms": 1.0}}
+    amc = parse_objective("amc", latency=0.5)
+    assert amc == AmcReward("macs", 0.5) and amc.constraint(m) < 0
+    assert amc.value(m) == pytest.approx(-0.2 * 13.8155, rel=1e-4)
+    assert parse_objective("amc-latency", max_drop=0.01).constraint(m) > 0
+    assert parse_objective("weighted:0.2").value(m) == pytest.approx(0.8 - 0.2 * 0.75)
+    assert parse_objective("pareto").values(m) == [0.8, 0.5, 0.25]
+    assert parse_objective(None, latency=0.6) == LatencyBudget(0.6)
+    with pytest.raises(ValueError, match="unknown objective"):
+        parse_objective("fastest")
+
+
+def test_pareto_front_is_non_dominated(tmp_path):
+    objective = MultiObjective()
+    result, _ = _run("nsga2", objective, 30, tmp_path)
+    front = result.pareto
+    assert len(front) >= 3
+    directions = list(objective.directions)
+    everyone = [t.values for t in result.study.trials if t.values is not None]
+    for t in front:
+        assert not any(dominates(v, t.values, directions) for v in everyone)
+    assert pareto_indices([[0.9, 1.0], [0.8, 0.5], [0.7, 0.6]], ["maximize", "minimize"]) == [0, 1]
+    # hypervolume: two boxes of (accuracy above 0, latency below 1)
+    hv = hypervolume([[0.9, 1.0], [0.8, 0.5]], ["maximize", "minimize"], [0.0, 1.0])
+    assert hv == pytest.approx(0.8 * 0.5)
+    assert result.best in front
+
+
+def test_nsga2_archive_keeps_distant_policies(tmp_path):
+    from onnxamc.search.agents.nsga2 import DiverseElites
+
+    space = toy_space()
+    result, _ = _run("nsga2", Weighted(0.3), 24, tmp_path, space=space)
+    archive = DiverseElites(space, 8, 4).archive(result.study, [])
+    vectors = [space.vector(t.params) for t in archive]
+    assert len(archive) == 4 and len({tuple(v) for v in vectors}) == 4
+
+
+def test_cached_policy_is_not_evaluated_again(tmp_path):
+    space = SearchSpace(toy_layers()[:2], ["quant"])  # 4 possible policies
+    objective = Weighted(0.3)
+    calls = []
+    study = open_study(str(tmp_path / "c.journal"), "c", objective, "toy",
+                       sampler=make_sampler("random", space, objective, 0))
+    result = run_search(study, space, objective, toy_evaluator(space, calls), 10,
+                        progress=False, seeds=[])
+    keys = [json.dumps(p.to_dict()["layers"], sort_keys=True) for p in calls]
+    assert len(keys) == len(set(keys)) <= 4  # every evaluation was a new policy
+    assert result.cache_hits == 10 - len(calls) >= 6
+
+
+def test_trials_per_minute_with_and_without_cache(tmp_path):
+    """The cache pays where an evaluation costs: with 20 ms per evaluation, a study that
+    proposes duplicates (3 choices of one layer) runs faster with it."""
+    space = SearchSpace(toy_layers()[:1], ["quant"])
+    objective = Weighted(0.3)
+    evaluate = toy_evaluator(space)
+
+    def slow(policy):
+        time.sleep(0.02)
+        return evaluate(policy)
+
+    rates = {}
+    for cache in (True, False):
+        study = open_study(str(tmp_path / f"{cache}.journal"), "c", objective, "toy",
+                           sampler=make_sampler("random", space, objective, 0))
+        r = run_search(study, space, objective, slow, 12, progress=False, seeds=[],
+                       use_cache=cache)
+        rates[cache] = r.trials_per_minute
+    assert rates[True] > rates[False]
+
+
+def test_unknown_agent_and_multi_objective_ddpg_are_refused():
+    space = toy_space()
+    with pytest.raises(ValueError, match="unknown agent"):
+        make_sampler("hillclimb", space, Weighted(), 0)
+    with pytest.raises(ValueError, match="one reward"):
+        make_sampler("ddpg", space, MultiObjective(), 0)
+
+
+def test_search_through_the_api_with_an_agent(tiny_cnn, tmp_path):
+    from onnxamc import api
+
+    outcome = api.search(tiny_cnn, data="digits", calibration="digits", eval_samples=200,
+                         calibration_samples=32, latency_runs=5, verify_runs=10,
+                         progress=False, trials=6, agent="nsga2", objective="pareto",
+                         actions=["quant", "sparsity=0:0.6:0.2"], output=tmp_path / "o.onnx")
+    study = outcome.result.study
+    assert len(study.directions) == 3
+    assert outcome.result.pareto and outcome.model_path.exists()
+    assert json.loads(outcome.policy_path.read_text())["meta"]["agent"] == "nsga2"
+    assert all(t.params.get(f"{n}:sparsity", 0) <= 0.6 for t in study.trials
+               for n in api.analyze(tiny_cnn).layer_names)
