@@ -14,7 +14,7 @@ from onnxamc.search.pareto import dominates, hypervolume, pareto_indices
 from search_toy import toy_evaluator, toy_layers, toy_space
 
 # gp fits a Gaussian process per trial (slow on 2 shared cores): it gets fewer trials.
-BUDGET = {"tpe": 40, "random": 40, "qmc": 40, "cmaes": 40, "gp": 10, "nsga2": 40}
+BUDGET = {"tpe": 40, "random": 40, "qmc": 40, "cmaes": 40, "gp": 10, "nsga2": 40, "ddpg": 40}
 
 
 def _run(agent, objective, trials, tmp_path, space=None, **kw):
@@ -35,6 +35,32 @@ def test_agent_improves_on_its_first_trials(agent, tmp_path):
     if agent not in ("random", "qmc"):  # the learners: later trials are better on average
         quarter = len(values) // 4
         assert sum(values[-quarter:]) > sum(values[:quarter])
+
+
+@pytest.mark.parametrize("target", [0.5, 0.3])
+def test_ddpg_action_wall_keeps_every_policy_within_the_target(target):
+    """Channel pruning (keep, which also shrinks the next layer) and sparsity: every
+    policy DDPG proposes, random warm-up included, meets the MACs target."""
+    space = toy_space(["sparsity", "prune"], allow_unready=True)
+    objective = AmcReward("macs", target)
+    sampler = make_sampler("ddpg", space, objective, seed=1, n_trials=30)
+    study = open_study(":memory:", "wall", objective, "toy", sampler=sampler)
+    run_search(study, space, objective, toy_evaluator(space), 30, progress=False, seeds=[])
+    ratios = [space.macs_ratio(t.params) for t in study.trials]
+    assert len(ratios) == 30 and max(ratios) <= target + 1e-9
+    assert min(ratios) < target  # it does not merely sit on the wall
+    assert all(t.constraints["objective"] <= 1e-9 for t in study.trials)
+    assert sampler.unreachable == 0 and sampler.sigma < 0.5  # noise decayed
+
+
+def test_ddpg_wall_reports_an_unreachable_target():
+    from onnxamc.search.agents.ddpg import DdpgSampler
+
+    space = toy_space(["sparsity=0:0.5"])
+    sampler = DdpgSampler(space, target=0.2, seed=0)
+    policy = sampler.propose()
+    assert sampler.unreachable == 1
+    assert all(v == 0.5 for v in policy.values())  # as compressed as the range allows
 
 
 def test_action_table_is_one_entry_per_action():
@@ -138,16 +164,23 @@ def test_unknown_agent_and_multi_objective_ddpg_are_refused():
         make_sampler("ddpg", space, MultiObjective(), 0)
 
 
-def test_search_through_the_api_with_an_agent(tiny_cnn, tmp_path):
+@pytest.mark.parametrize("agent,objective", [("nsga2", "pareto"), ("ddpg", "amc")])
+def test_search_through_the_api_with_an_agent(agent, objective, tiny_cnn, tmp_path):
     from onnxamc import api
 
     outcome = api.search(tiny_cnn, data="digits", calibration="digits", eval_samples=200,
                          calibration_samples=32, latency_runs=5, verify_runs=10,
-                         progress=False, trials=6, agent="nsga2", objective="pareto",
+                         progress=False, trials=6, agent=agent, objective=objective,
+                         latency=0.7 if objective == "amc" else None,
                          actions=["quant", "sparsity=0:0.6:0.2"], output=tmp_path / "o.onnx")
     study = outcome.result.study
-    assert len(study.directions) == 3
-    assert outcome.result.pareto and outcome.model_path.exists()
-    assert json.loads(outcome.policy_path.read_text())["meta"]["agent"] == "nsga2"
+    assert outcome.model_path.exists()
+    assert json.loads(outcome.policy_path.read_text())["meta"]["agent"] == agent
     assert all(t.params.get(f"{n}:sparsity", 0) <= 0.6 for t in study.trials
                for n in api.analyze(tiny_cnn).layer_names)
+    if objective == "pareto":
+        assert len(study.directions) == 3 and outcome.result.pareto
+    else:
+        metrics = [t.user_attrs["metrics"] for t in study.trials]
+        assert all("effective_macs" not in m for m in metrics)  # derived, not stored
+        assert outcome.result.best.value < 0  # -error * log(MACs)
