@@ -23,6 +23,8 @@ from onnxamc.policy import Policy, parse_uniform
 from onnxamc.runtime import DEFAULT_THREADS
 from onnxamc.search import (SearchResult, SearchSpace, make_sampler, open_study,
                             parse_objective, run_search, slots_from_layers)
+from onnxamc.search.predictor import AccuracyPredictor
+from onnxamc.search.priors import load_sensitivity, prior_policies
 
 ModelLike = str | Path | onnx.ModelProto | None
 DataLike = str | Path | Dataset
@@ -142,7 +144,8 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
            threads: int = DEFAULT_THREADS, eval_samples: int | None = None,
            calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES, latency_runs: int = 50,
            seed: int | None = 0, progress: bool = True, verify_runs: int = 200,
-           agent: str = "tpe", objective: str | None = None) -> SearchOutcome:
+           agent: str = "tpe", objective: str | None = None,
+           sensitivity: str | Path | None = None, predictor: bool = False) -> SearchOutcome:
     """Search per-layer policies with an agent (Optuna sampler), then write the best
     policy and its model.
 
@@ -150,7 +153,9 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     `max_drop` (the default, 0.01) for the lowest latency within that accuracy drop.
     `objective` picks another goal (amc, amc-latency, weighted:λ, pareto), `agent` the
     sampler (tpe, random, qmc, cmaes, gp, nsga2, ddpg, rl). `actions` items may carry
-    ranges: "sparsity=0:0.8", "quant=32/8".
+    ranges: "sparsity=0:0.8", "quant=32/8". `sensitivity` (a per-layer table, see
+    search.priors) seeds the study with good first policies; `predictor` skips
+    candidates an accuracy regression predicts to be far worse.
     Running it again with the same storage and study continues where it stopped.
     """
     proto = load(model)
@@ -183,7 +188,11 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
 
     st = open_study(storage, name, goal, info.fingerprint, sampler=sampler)
     st.set_user_attr("reference_accuracy", evaluator.reference_accuracy)
-    result = run_search(st, space, goal, evaluate_policy, trials, timeout, progress)
+    seeds = space.seeds()
+    if sensitivity is not None:
+        seeds = prior_policies(space, load_sensitivity(sensitivity)) + seeds
+    result = run_search(st, space, goal, evaluate_policy, trials, timeout, progress, seeds,
+                        predictor=AccuracyPredictor(space, seed=seed) if predictor else None)
     outcome = SearchOutcome(result, result.policy, None, None, storage, name)
     if result.policy is None:
         return outcome

@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "qmc, cmaes, gp, nsga2, ddpg, rl (default: tpe)")
     p.add_argument("--objective", help="constrained (default: --latency or --max-drop), amc, "
                    "amc-latency, weighted[:LAMBDA], pareto")
+    p.add_argument("--sensitivity", metavar="JSON", help="per-layer sensitivity table "
+                   "{\"layers\": {name: {\"bits=8\": drop, ...}}}: its policies are tried first")
+    p.add_argument("--predictor", action="store_true",
+                   help="skip candidates an accuracy predictor expects to be far worse")
     p.add_argument("--storage", help="journal file or database URL (default: OUTPUT.journal)")
     p.add_argument("--study", help="study name (default: from the output name and objective)")
     p.add_argument("-o", "--output", help="compressed model path (default: MODEL-compressed.onnx)")
@@ -216,7 +220,7 @@ def cmd_search(args) -> int:
             threads=args.threads, eval_samples=args.eval_samples,
             calibration_samples=args.calibration_samples, latency_runs=args.runs,
             seed=args.seed, progress=not args.no_progress, agent=args.agent,
-            objective=args.objective)
+            objective=args.objective, sensitivity=args.sensitivity, predictor=args.predictor)
     except KeyboardInterrupt:
         print("onnxamc: search interrupted; the finished trials are stored: run the same "
               "command again to continue", file=sys.stderr)
@@ -236,6 +240,12 @@ def cmd_search(args) -> int:
           f"(original {100 * o.accuracy:.2f}%), latency x{c.latency_ratio:.3f} "
           f"({c.latency.median_ms:.3f} ms vs {o.latency.median_ms:.3f} ms, "
           f"re-measured interleaved), size x{c.size_bytes / o.size_bytes:.3f}")
+    if r.predictor:
+        print("predictor: {evaluations_saved} evaluations saved, {wrong} of {audited} audited "
+              "skips wrong".format(**r.predictor))
+    if r.pareto:
+        print(f"Pareto front: {len(r.pareto)} policies (trials "
+              f"{', '.join(str(t.number) for t in r.pareto)})")
     print(f"wrote {outcome.model_path} and {outcome.policy_path}")
     return 0
 

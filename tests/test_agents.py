@@ -184,3 +184,54 @@ def test_search_through_the_api_with_an_agent(agent, objective, tiny_cnn, tmp_pa
         metrics = [t.user_attrs["metrics"] for t in study.trials]
         assert all("effective_macs" not in m for m in metrics)  # derived, not stored
         assert outcome.result.best.value < 0  # -error * log(MACs)
+
+
+def test_predictor_skips_bad_candidates_and_reports_its_errors(tmp_path):
+    from onnxamc.search.predictor import AccuracyPredictor
+
+    space = toy_space()
+    objective = Weighted(0.3)
+    calls = []
+    predictor = AccuracyPredictor(space, margin=0.02, min_trials=10, audit=0.3)
+    study = open_study(":memory:", "p", objective, "toy",
+                       sampler=make_sampler("random", space, objective, 0))
+    result = run_search(study, space, objective, toy_evaluator(space, calls), 30,
+                        progress=False, seeds=[], predictor=predictor)
+    report = result.predictor
+    evaluated = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(evaluated) == 30 == len(calls)  # skips do not use the budget
+    assert report["evaluations_saved"] >= 3
+    assert report["audited"] >= 1 and report["wrong"] <= report["audited"]
+    assert report["mean_abs_error"] < 0.1
+    skipped = [t for t in study.trials if "skipped" in t.user_attrs]
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in skipped)
+    assert all(t.user_attrs["skipped"]["predicted"] < t.user_attrs["skipped"]["threshold"]
+               for t in skipped)
+
+
+def test_sensitivity_table_seeds_first_policies(tmp_path):
+    from onnxamc.errors import SearchError
+    from onnxamc.search.priors import load_sensitivity, prior_policies
+
+    path = tmp_path / "sens.json"
+    path.write_text(json.dumps({"layers": {
+        "l0": {"bits=8": 0.02, "sparsity=0.5": 0.05},
+        "l1": {"bits=8": 0.0005, "sparsity=0.5": 0.002, "sparsity=0.8": 0.008, "keep=0.5": 0.01},
+        "l3": {"bits=8": 0.0, "bits=4": 0.001, "sparsity=0.9": 0.0009},
+        "gone": {"bits=8": 0.0}}}))
+    space = toy_space()
+    policies = prior_policies(space, load_sensitivity(path))
+    first = policies[0]  # tolerance 0.001
+    assert first.action("l1").bits == 8 and first.action("l1").sparsity == 0
+    assert first.action("l3").sparsity == 0.9 and first.action("l3").bits == 8  # 4 not in space
+    assert first.action("l0").is_identity
+    assert any(p.action("l1").sparsity == 0.8 for p in policies)
+    objective = Weighted(0.3)
+    study = open_study(":memory:", "s", objective, "toy",
+                       sampler=make_sampler("tpe", space, objective, 0, 10))
+    run_search(study, space, objective, toy_evaluator(space), 5, progress=False,
+               seeds=policies)
+    assert study.trials[0].params == space.params_of(first)
+    path.write_text(json.dumps({"layers": {"l0": {"bits": 8}}}))
+    with pytest.raises(SearchError, match="field=value"):
+        load_sensitivity(path)

@@ -183,7 +183,7 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
             bar.close()
     seconds = time.time() - start
     new = _evaluated(study) - done
-    stats = predictor.report() if predictor is not None else {}
+    stats = predictor.report(study) if predictor is not None else {}
     front = pareto_front(study)
     best = best_trial(study, objective)
     if best is None:
