@@ -25,6 +25,7 @@ from onnxamc.search import (SearchResult, SearchSpace, make_sampler, open_study,
                             parse_objective, run_search, slots_from_layers)
 from onnxamc.search.predictor import AccuracyPredictor
 from onnxamc.search.priors import load_sensitivity, prior_policies
+from onnxamc.search.transfer import transfer_policy
 
 ModelLike = str | Path | onnx.ModelProto | None
 DataLike = str | Path | Dataset
@@ -145,7 +146,9 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
            calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES, latency_runs: int = 50,
            seed: int | None = 0, progress: bool = True, verify_runs: int = 200,
            agent: str = "tpe", objective: str | None = None,
-           sensitivity: str | Path | None = None, predictor: bool = False) -> SearchOutcome:
+           sensitivity: str | Path | None = None, predictor: bool = False,
+           warm_start: Policy | str | Path | None = None,
+           warm_start_from: ModelLike = None) -> SearchOutcome:
     """Search per-layer policies with an agent (Optuna sampler), then write the best
     policy and its model.
 
@@ -155,7 +158,9 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     sampler (tpe, random, qmc, cmaes, gp, nsga2, ddpg, rl). `actions` items may carry
     ranges: "sparsity=0:0.8", "quant=32/8". `sensitivity` (a per-layer table, see
     search.priors) seeds the study with good first policies; `predictor` skips
-    candidates an accuracy regression predicts to be far worse.
+    candidates an accuracy regression predicts to be far worse. `warm_start` is a
+    policy tried first; with `warm_start_from` (the model it was found for) it is
+    transferred to this model's layers by type and relative depth.
     Running it again with the same storage and study continues where it stopped.
     """
     proto = load(model)
@@ -191,6 +196,9 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     seeds = space.seeds()
     if sensitivity is not None:
         seeds = prior_policies(space, load_sensitivity(sensitivity)) + seeds
+    if warm_start is not None:
+        seeds = [transfer(warm_start, warm_start_from, proto) if warm_start_from is not None
+                 else _loaded_policy(warm_start)] + seeds
     result = run_search(st, space, goal, evaluate_policy, trials, timeout, progress, seeds,
                         predictor=AccuracyPredictor(space, seed=seed) if predictor else None)
     outcome = SearchOutcome(result, result.policy, None, None, storage, name)
@@ -211,6 +219,20 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     return outcome
 
 
+def transfer(policy: Policy | str | Path, source: ModelLike, target: ModelLike) -> Policy:
+    """A policy found for `source` applied to `target`, a model of similar architecture
+    (layers matched by type and relative depth; see search.transfer)."""
+    src, dst = _analyze(load(source)), _analyze(load(target))
+    out = transfer_policy(_loaded_policy(policy), slots_from_layers(src.layers),
+                          slots_from_layers(dst.layers))
+    out.fingerprint = dst.fingerprint
+    return out
+
+
+def _loaded_policy(policy: Policy | str | Path) -> Policy:
+    return policy if isinstance(policy, Policy) else Policy.load(policy)
+
+
 def _is_fashion_mnist(data: DataLike) -> bool:
     return isinstance(data, (str, Path)) and str(data).split(":")[0] == "fashion-mnist"
 
@@ -222,4 +244,4 @@ def _model_name(model: ModelLike) -> str:
 
 
 __all__ = ["OnnxAmcError", "analyze", "apply", "bench", "data_for", "evaluate", "load",
-           "search", "uniform_policy", "SearchOutcome"]
+           "search", "transfer", "uniform_policy", "SearchOutcome"]

@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "{\"layers\": {name: {\"bits=8\": drop, ...}}}: its policies are tried first")
     p.add_argument("--predictor", action="store_true",
                    help="skip candidates an accuracy predictor expects to be far worse")
+    p.add_argument("--warm-start", metavar="POLICY", help="a policy JSON to try first")
+    p.add_argument("--warm-start-from", metavar="MODEL", help="the model --warm-start was "
+                   "found for: transfer it to this model's layers (type, relative depth)")
     p.add_argument("--storage", help="journal file or database URL (default: OUTPUT.journal)")
     p.add_argument("--study", help="study name (default: from the output name and objective)")
     p.add_argument("-o", "--output", help="compressed model path (default: MODEL-compressed.onnx)")
@@ -220,7 +223,8 @@ def cmd_search(args) -> int:
             threads=args.threads, eval_samples=args.eval_samples,
             calibration_samples=args.calibration_samples, latency_runs=args.runs,
             seed=args.seed, progress=not args.no_progress, agent=args.agent,
-            objective=args.objective, sensitivity=args.sensitivity, predictor=args.predictor)
+            objective=args.objective, sensitivity=args.sensitivity, predictor=args.predictor,
+            warm_start=args.warm_start, warm_start_from=args.warm_start_from)
     except KeyboardInterrupt:
         print("onnxamc: search interrupted; the finished trials are stored: run the same "
               "command again to continue", file=sys.stderr)

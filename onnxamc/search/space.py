@@ -205,8 +205,10 @@ class SearchSpace:
         return self.policy_from_params(values)
 
     def params_of(self, policy: Policy) -> dict:
-        """The trial params that reproduce `policy` (for enqueueing seed policies)."""
-        return {p.name: getattr(policy.action(self.layers[p.layer].name), p.action.field)
+        """The trial params that reproduce `policy` (for enqueueing seed policies), each
+        snapped to its range (a transferred policy may come from another range)."""
+        return {p.name: _nearest(p.distribution,
+                                 getattr(policy.action(self.layers[p.layer].name), p.action.field))
                 for p in self._params}
 
     def policy_from_params(self, params: dict) -> Policy:
