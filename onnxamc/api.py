@@ -21,7 +21,7 @@ from onnxamc.models import bundled_model_path
 from onnxamc.passes import CALIBRATION_METHODS, apply_policy
 from onnxamc.policy import Policy, parse_uniform
 from onnxamc.runtime import DEFAULT_THREADS
-from onnxamc.search import (SearchResult, SearchSpace, make_sampler, open_study,
+from onnxamc.search import (SearchResult, SearchSpace, Shaping, make_sampler, open_study,
                             parse_objective, run_search, slots_from_layers)
 from onnxamc.search.predictor import AccuracyPredictor
 from onnxamc.search.priors import load_sensitivity, prior_policies
@@ -148,7 +148,7 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
            agent: str = "tpe", objective: str | None = None,
            sensitivity: str | Path | None = None, predictor: bool = False,
            warm_start: Policy | str | Path | None = None,
-           warm_start_from: ModelLike = None) -> SearchOutcome:
+           warm_start_from: ModelLike = None, shaping: Shaping | None = None) -> SearchOutcome:
     """Search per-layer policies with an agent (Optuna sampler), then write the best
     policy and its model.
 
@@ -160,7 +160,8 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     search.priors) seeds the study with good first policies; `predictor` skips
     candidates an accuracy regression predicts to be far worse. `warm_start` is a
     policy tried first; with `warm_start_from` (the model it was found for) it is
-    transferred to this model's layers by type and relative depth.
+    transferred to this model's layers by type and relative depth. `shaping` adds a
+    diversity bonus and a penalty per removed layer to single objectives.
     Running it again with the same storage and study continues where it stopped.
     """
     proto = load(model)
@@ -200,6 +201,7 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
         seeds = [transfer(warm_start, warm_start_from, proto) if warm_start_from is not None
                  else _loaded_policy(warm_start)] + seeds
     result = run_search(st, space, goal, evaluate_policy, trials, timeout, progress, seeds,
+                        shaping=shaping,
                         predictor=AccuracyPredictor(space, seed=seed) if predictor else None)
     outcome = SearchOutcome(result, result.policy, None, None, storage, name)
     if result.policy is None:

@@ -239,3 +239,21 @@ def test_sensitivity_table_seeds_first_policies(tmp_path):
     path.write_text(json.dumps({"layers": {"l0": {"bits": 8}}}))
     with pytest.raises(SearchError, match="field=value"):
         load_sensitivity(path)
+
+
+def test_diversity_bonus_and_removal_penalty_shape_the_value():
+    from onnxamc.search import Shaping
+
+    space = toy_space(["sparsity", "prune=0:1:0.25"], allow_unready=True)  # keep 0: removed
+    objective = Weighted(0.3)
+    study = open_study(":memory:", "d", objective, "toy",
+                       sampler=make_sampler("random", space, objective, 0))
+    seeds = space.seeds()[:2]
+    removing = space.policy_from_params({"l1:keep": 0.0})
+    run_search(study, space, objective, toy_evaluator(space), 3, progress=False,
+               seeds=seeds + [removing], shaping=Shaping(diversity=0.5, removal_penalty=0.1))
+    raw = [objective.value({**t.user_attrs["metrics"]}) for t in study.trials]
+    bonus = [t.value - r for t, r in zip(study.trials, raw)]
+    assert bonus[0] == pytest.approx(0.5)  # the first policy is new in every way
+    assert 0 < bonus[1] < 0.5  # the second is near the first
+    assert bonus[2] < bonus[1] and bonus[2] <= 0.5 - 0.1 + 1e-9  # one layer removed

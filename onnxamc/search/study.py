@@ -199,7 +199,8 @@ def space_metrics(space: SearchSpace, params: dict, vector: list[float],
     many layers it removes, and how unlike the policies already tried it is."""
     macs = space.macs(params)
     removed = sum(1 for name, value in params.items()
-                  if name.endswith((":remove", ":keep")) and value in (True, 0, 0.0))
+                  if (name.endswith(":remove") and value is True)
+                  or (name.endswith(":keep") and not isinstance(value, bool) and value == 0))
     novelty = 1.0
     if tried and vector:
         novelty = min(sum(abs(a - b) for a, b in zip(vector, v)) for v in tried) / len(vector)
