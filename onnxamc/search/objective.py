@@ -1,6 +1,6 @@
 """Objectives: what makes one measured policy better than another.
 
-Each has `directions` (one per value), `values(metrics)` and `constraint(metrics)`
+Each has `directions` (one per value), `value(metrics)` (or `values(metrics)` for several) and `constraint(metrics)`
 (≤ 0 means feasible), which Optuna's samplers model directly through trial
 constraints (`Trial.set_constraint`):
 
@@ -22,8 +22,16 @@ import math
 from dataclasses import dataclass
 
 
+class SingleObjective:
+    """One value to optimise in `self.direction`."""
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return (self.direction,)
+
+
 @dataclass(frozen=True)
-class LatencyBudget:
+class LatencyBudget(SingleObjective):
     ratio: float
     direction: str = "maximize"
 
@@ -34,10 +42,6 @@ class LatencyBudget:
     def describe(self) -> str:
         return f"best accuracy with latency <= {self.ratio:g} x original"
 
-    @property
-    def directions(self) -> tuple[str, ...]:
-        return (self.direction,)
-
     def value(self, metrics: dict) -> float:
         return metrics["accuracy"]
 
@@ -46,7 +50,7 @@ class LatencyBudget:
 
 
 @dataclass(frozen=True)
-class AccuracyBound:
+class AccuracyBound(SingleObjective):
     max_drop: float
     direction: str = "minimize"
 
@@ -57,10 +61,6 @@ class AccuracyBound:
     def describe(self) -> str:
         return f"lowest latency with accuracy drop <= {self.max_drop:g}"
 
-    @property
-    def directions(self) -> tuple[str, ...]:
-        return (self.direction,)
-
     def value(self, metrics: dict) -> float:
         return metrics["latency_ratio"]
 
@@ -69,7 +69,7 @@ class AccuracyBound:
 
 
 @dataclass(frozen=True)
-class AmcReward:
+class AmcReward(SingleObjective):
     """AMC (He et al. 2018): reward −error · log(resource). With `target` the resource
     ratio must stay ≤ target (resource-constrained, what DDPG's action wall enforces);
     with `max_drop` the accuracy drop is bounded instead (accuracy-constrained)."""
@@ -78,10 +78,6 @@ class AmcReward:
     target: float | None = None
     max_drop: float | None = None
     direction: str = "maximize"
-
-    @property
-    def directions(self) -> tuple[str, ...]:
-        return (self.direction,)
 
     @property
     def label(self) -> str:
@@ -110,16 +106,12 @@ class AmcReward:
 
 
 @dataclass(frozen=True)
-class Weighted:
+class Weighted(SingleObjective):
     """accuracy − λ · (latency/original + size/original), optionally with a drop bound."""
 
     lam: float = 0.5
     max_drop: float | None = None
     direction: str = "maximize"
-
-    @property
-    def directions(self) -> tuple[str, ...]:
-        return (self.direction,)
 
     @property
     def label(self) -> str:

@@ -20,16 +20,14 @@ update per layer from the replay buffer.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler, RandomSampler
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
+from onnxamc.search.agents.episodic import EpisodeSampler
 from onnxamc.search.agents.nets import mlp, one_thread
 from onnxamc.search.space import Param, SearchSpace
 
@@ -57,7 +55,7 @@ def truncated_normal(rng: np.random.RandomState, mean: np.ndarray, sigma: float)
     return np.clip(out, 0.0, 1.0)
 
 
-class DdpgSampler(BaseSampler):
+class DdpgSampler(EpisodeSampler):
     def __init__(self, space: SearchSpace, target: float | None = None, seed: int | None = 0,
                  warmup: int = 10, sigma: float = 0.5, sigma_decay: float = 0.95,
                  hidden: int = 300, buffer_size: int = 4000, batch_size: int = 64,
@@ -66,7 +64,8 @@ class DdpgSampler(BaseSampler):
                  violation_penalty: float = 1.0):
         import torch
 
-        self.space, self.target, self.warmup = space, target, warmup
+        super().__init__(space, seed)
+        self.target, self.warmup = target, warmup
         self.sigma, self.sigma_decay = sigma, sigma_decay
         self.batch_size, self.tau, self.discount = batch_size, tau, discount
         self.baseline_decay, self.violation_penalty = baseline_decay, violation_penalty
@@ -80,10 +79,7 @@ class DdpgSampler(BaseSampler):
         k = len(self.kinds)
         self.state_dim = (self.features.shape[1] if self.steps else 0) + 3 + k
         self._rng = np.random.RandomState(seed)
-        self._random = RandomSampler(seed=seed)
         self._buffer: deque = deque(maxlen=buffer_size)
-        self._plans: dict[int, dict[str, Any]] = {}
-        self._seen: set[int] = set()
         self._baseline: float | None = None
         self.episodes = 0
         self.unreachable = 0  # episodes where even full compression missed the target
@@ -98,34 +94,6 @@ class DdpgSampler(BaseSampler):
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr_actor)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr_critic)
         self._torch = torch
-
-    # --- Optuna's sampler interface ----------------------------------------------
-    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
-        return {}
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Learn from finished trials this process has not seen (a resumed study, or
-        other workers on a shared storage)."""
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.number not in self._seen and t.values is not None:
-                self._learn(study, t, t.values)
-
-    def sample_independent(self, study, trial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
-        param = self.space.param(param_name)
-        if param is None or param.distribution != param_distribution:
-            return self._random.sample_independent(study, trial, param_name, param_distribution)
-        if trial.number not in self._plans:
-            self._plans[trial.number] = self.propose()
-        return self._plans[trial.number][param_name]
-
-    def after_trial(self, study, trial: FrozenTrial, state: TrialState, values) -> None:
-        self._plans.pop(trial.number, None)
-        if state == TrialState.COMPLETE and values is not None:
-            self._learn(study, trial, values)
 
     # --- acting -------------------------------------------------------------------
     def propose(self) -> dict[str, Any]:
@@ -199,16 +167,7 @@ class DdpgSampler(BaseSampler):
         return out
 
     # --- learning -----------------------------------------------------------------
-    def reward(self, study: optuna.Study, trial: FrozenTrial, values) -> float:
-        sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1.0
-        violation = sum(max(0.0, c) for c in trial.constraints.values())
-        return sign * float(values[0]) - self.violation_penalty * violation
-
-    def _learn(self, study: optuna.Study, trial: FrozenTrial, values) -> None:
-        if trial.number in self._seen or not math.isfinite(values[0]):
-            return
-        self._seen.add(trial.number)
-        r = self.reward(study, trial, values)
+    def learn(self, study: optuna.Study, trial: FrozenTrial, r: float) -> None:
         advantage = 0.0 if self._baseline is None else r - self._baseline
         self._baseline = r if self._baseline is None else \
             self.baseline_decay * self._baseline + (1 - self.baseline_decay) * r

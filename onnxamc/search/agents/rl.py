@@ -13,16 +13,15 @@ Finished trials it did not propose (seeds, other workers) are learned from as we
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution
-from optuna.samplers import BaseSampler, RandomSampler
-from optuna.trial import FrozenTrial, TrialState
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import FrozenTrial
 
 from onnxamc.search.agents.ddpg import normalised_features
+from onnxamc.search.agents.episodic import EpisodeSampler
 from onnxamc.search.agents.nets import one_thread
 from onnxamc.search.space import Param, SearchSpace
 
@@ -41,13 +40,14 @@ def choices_of(param: Param) -> list[Any]:
     return list(dict.fromkeys(values))
 
 
-class ControllerSampler(BaseSampler):
+class ControllerSampler(EpisodeSampler):
     def __init__(self, space: SearchSpace, seed: int | None = 0, hidden: int = 64,
                  lr: float = 0.05, entropy: float = 0.01, baseline_decay: float = 0.9):
         import torch
         from torch import nn
 
-        self.space, self.entropy, self.baseline_decay = space, entropy, baseline_decay
+        super().__init__(space, seed)
+        self.entropy, self.baseline_decay = entropy, baseline_decay
         self.params = space.params()
         self.choices = {p.name: choices_of(p) for p in self.params}
         self.kinds = list(dict.fromkeys(p.action.name for p in self.params))
@@ -58,7 +58,6 @@ class ControllerSampler(BaseSampler):
         self.features = {layer: feats[i] for i, layer in enumerate(layers)}
         self.n_tokens = 1 + max(n_kind_choices.values(), default=1)
         self._rng = np.random.RandomState(seed)
-        self._random = RandomSampler(seed=seed)
         with torch.random.fork_rng():
             torch.manual_seed(0 if seed is None else seed)
             self.embed = nn.Embedding(self.n_tokens, 16)
@@ -67,36 +66,9 @@ class ControllerSampler(BaseSampler):
         modules = nn.ModuleList([self.embed, self.cell, self.heads])
         self.optimizer = torch.optim.Adam(modules.parameters(), lr=lr)
         self._torch = torch
-        self._plans: dict[int, dict[str, Any]] = {}
-        self._seen: set[int] = set()
         self._baseline: float | None = None
         self._spread = 0.0
         self.updates = 0
-
-    # --- Optuna's sampler interface ----------------------------------------------
-    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
-        return {}
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.number not in self._seen and t.values is not None:
-                self._learn(study, t, t.values)
-
-    def sample_independent(self, study, trial, param_name, param_distribution) -> Any:
-        param = self.space.param(param_name)
-        if param is None or param.distribution != param_distribution:
-            return self._random.sample_independent(study, trial, param_name, param_distribution)
-        if trial.number not in self._plans:
-            self._plans[trial.number] = self.propose()
-        return self._plans[trial.number][param_name]
-
-    def after_trial(self, study, trial: FrozenTrial, state: TrialState, values) -> None:
-        self._plans.pop(trial.number, None)
-        if state == TrialState.COMPLETE and values is not None:
-            self._learn(study, trial, values)
 
     # --- the controller -----------------------------------------------------------
     def _rollout(self, tokens: list[int] | None):
@@ -140,15 +112,10 @@ class ControllerSampler(BaseSampler):
                 p.compression(options[i]) - p.compression(value))))
         return tokens
 
-    def _learn(self, study: optuna.Study, trial: FrozenTrial, values) -> None:
-        if trial.number in self._seen or not math.isfinite(values[0]):
-            return
-        self._seen.add(trial.number)
+    def learn(self, study: optuna.Study, trial: FrozenTrial, reward: float) -> None:
         tokens = self._tokens_of(trial.params)
         if tokens is None:
             return
-        sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1.0
-        reward = sign * float(values[0]) - sum(max(0.0, c) for c in trial.constraints.values())
         if self._baseline is None:
             self._baseline = reward
             return
