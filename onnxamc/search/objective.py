@@ -1,8 +1,8 @@
 """Objectives: what makes one measured policy better than another.
 
-Each has `directions` (one per value), `value(metrics)` (or `values(metrics)` for several) and `constraint(metrics)`
-(≤ 0 means feasible), which Optuna's samplers model directly through trial
-constraints (`Trial.set_constraint`):
+Each has `directions` (one per value), `value(metrics)` (`values(metrics)` where there
+are several) and `constraint(metrics)` (≤ 0 means feasible), which Optuna's samplers
+model directly through trial constraints (`Trial.set_constraint`):
 
 - LatencyBudget: the best accuracy with latency ≤ `ratio` × the original's.
 - AccuracyBound: the lowest latency with an accuracy drop ≤ `max_drop`.
