@@ -164,8 +164,9 @@ def test_unknown_agent_and_multi_objective_ddpg_are_refused():
     space = toy_space()
     with pytest.raises(ValueError, match="unknown agent"):
         make_sampler("hillclimb", space, Weighted(), 0)
-    with pytest.raises(ValueError, match="one reward"):
-        make_sampler("ddpg", space, MultiObjective(), 0)
+    for agent in ("ddpg", "rl", "cmaes"):
+        with pytest.raises(ValueError, match="optimises one value"):
+            make_sampler(agent, space, MultiObjective(), 0)
 
 
 @pytest.mark.parametrize("agent,objective", [("nsga2", "pareto"), ("ddpg", "amc")])
@@ -257,3 +258,20 @@ def test_diversity_bonus_and_removal_penalty_shape_the_value():
     assert bonus[0] == pytest.approx(0.5)  # the first policy is new in every way
     assert 0 < bonus[1] < 0.5  # the second is near the first
     assert bonus[2] < bonus[1] and bonus[2] <= 0.5 - 0.1 + 1e-9  # one layer removed
+
+
+def test_cli_search_takes_agent_objective_and_ranges(tiny_cnn, tmp_path, capsys):
+    from onnxamc.cli import main
+
+    common = [str(tiny_cnn), "--data", "digits", "--calibration", "digits",
+              "--calibration-samples", "32", "--eval-samples", "200", "--runs", "5",
+              "--storage", str(tmp_path / "s.journal"), "-o", str(tmp_path / "c.onnx"),
+              "--no-progress"]
+    assert main(["search", *common, "--trials", "4", "--agent", "random", "--objective",
+                 "weighted:0.3", "--actions", "quant,sparsity=0:0.5:0.25", "--study", "w"]) == 0
+    assert "trials/min" in capsys.readouterr().out
+    assert main(["search", *common, "--agent", "hillclimb"]) == 2
+    assert "unknown agent 'hillclimb'" in capsys.readouterr().err
+    assert main(["search", *common, "--agent", "ddpg", "--objective", "pareto"]) == 2
+    assert main(["search", *common, "--actions", "sparsity=0.9:0.1"]) == 2
+    assert "LOW:HIGH" in capsys.readouterr().err

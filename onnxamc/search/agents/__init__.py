@@ -44,6 +44,7 @@ def _make(name, space, objective, seed, n_trials, startup) -> optuna.samplers.Ba
         return optuna.samplers.QMCSampler(seed=seed, scramble=True,
                                           warn_independent_sampling=False)
     if name == "cmaes":
+        _single(name, objective)
         try:
             import cmaes  # noqa: F401
         except ImportError:
@@ -75,5 +76,5 @@ def _make(name, space, objective, seed, n_trials, startup) -> optuna.samplers.Ba
 
 def _single(name: str, objective: Objective) -> None:
     if len(objective.directions) > 1:
-        raise ValueError(f"agent {name} learns from one reward; use tpe or nsga2 for a "
-                         "Pareto front")
+        raise ValueError(f"agent {name} optimises one value; use nsga2, tpe, gp, qmc or "
+                         "random for a Pareto front")
