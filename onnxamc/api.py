@@ -198,8 +198,10 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     if sensitivity is not None:
         seeds = prior_policies(space, load_sensitivity(sensitivity)) + seeds
     if warm_start is not None:
-        seeds = [transfer(warm_start, warm_start_from, proto) if warm_start_from is not None
-                 else _loaded_policy(warm_start)] + seeds
+        first = (transfer(warm_start, warm_start_from, proto) if warm_start_from is not None
+                 else _loaded_policy(warm_start))
+        first.validate({l.name: l.op_type for l in info.layers})
+        seeds = [first] + seeds
     result = run_search(st, space, goal, evaluate_policy, trials, timeout, progress, seeds,
                         shaping=shaping,
                         predictor=AccuracyPredictor(space, seed=seed) if predictor else None)
