@@ -41,6 +41,23 @@ def load(model: ModelLike = None) -> onnx.ModelProto:
     return load_model(bundled_model_path() if model is None else model)
 
 
+def export(entry: str, input_shape: Sequence[int] | str, output: str | Path,
+           weights: str | Path | None = None) -> onnx.ModelProto:
+    """Export a torch model (`package.module:factory`) to ONNX, verified against torch."""
+    from onnxamc.export import export_torch, load_factory, parse_shape
+
+    shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
+    module = load_factory(entry, weights)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    return export_torch(module, shape, output)
+
+
+def is_torch_entry(model: ModelLike) -> bool:
+    """`pkg.mod:factory` (not an existing file) names a torch model to export first."""
+    return (isinstance(model, str) and ":" in model and not Path(model).exists()
+            and not model.endswith(".onnx"))
+
+
 def analyze(model: ModelLike = None) -> ModelInfo:
     """The layer table with AMC features, MACs and params."""
     return _analyze(load(model))
@@ -108,8 +125,12 @@ def evaluate(model: ModelLike, data: DataLike = DEFAULT_DATA,
 
 def bench(models: Sequence[ModelLike], data: DataLike | None = DEFAULT_DATA,
           threads: int = DEFAULT_THREADS, runs: int = 100, warmup: int = 10,
-          limit: int | None = None) -> list[Metrics]:
-    """Metrics side by side, ratios to the first model, latency runs interleaved."""
+          limit: int | None = None, fgsm_epsilon: float | None = None) -> list[Metrics]:
+    """Metrics side by side, ratios to the first model, latency runs interleaved.
+
+    `fgsm_epsilon` adds `robust_accuracy`: accuracy on FGSM inputs crafted on the first
+    model (a transfer attack, so all models face the same inputs; needs torch).
+    """
     protos = [load(m) for m in models]
     dataset = data_for(protos[0], data, limit) if data is not None else None
     if dataset is None:
@@ -117,7 +138,22 @@ def bench(models: Sequence[ModelLike], data: DataLike | None = DEFAULT_DATA,
 
         dataset_for_feed = random_data(_analyze(protos[0]).inputs, 1)
         return compare(protos, None, threads, runs, warmup, feed=dataset_for_feed.one())
-    return compare(protos, dataset, threads, runs, warmup)
+    results = compare(protos, dataset, threads, runs, warmup)
+    if fgsm_epsilon is not None:
+        from onnxamc.evaluate import top1
+        from onnxamc.recover.robustness import fgsm_dataset
+        from onnxamc.runtime import make_session, run_batches
+
+        attacked = fgsm_dataset(protos[0], dataset, fgsm_epsilon)
+        targets = attacked.labels
+        if targets is None:  # fidelity: agreement with the first model on clean inputs
+            first = run_batches(make_session(protos[0], threads), dataset.batches(256))
+            targets = first.reshape(len(dataset), -1).argmax(1)
+        for proto, metrics in zip(protos, results):
+            outputs = run_batches(make_session(proto, threads), attacked.batches(256))
+            metrics.extra["robust_accuracy"] = top1(outputs, targets)
+            metrics.extra["fgsm_epsilon"] = fgsm_epsilon
+    return results
 
 
 @dataclass
@@ -223,6 +259,135 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     return outcome
 
 
+@dataclass
+class CompressOutcome:
+    search: SearchOutcome
+    model_path: Path | None
+    policy_path: Path | None
+    before_after: dict[str, dict]
+    report: Any = None  # report.ReportFiles
+    train_report: Any = None  # recover.TrainReport
+    kept: str = "post-training quantization"
+
+
+def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
+             calibration: DataLike | None = None, *, train_data: DataLike | None = None,
+             input_shape: Sequence[int] | str | None = None, weights: str | Path | None = None,
+             epochs: float = 1.0, train_seconds: float | None = None, lr: float = 0.01,
+             distill: float = 0.5, qat: bool = True, report: bool = True,
+             report_dir: str | Path | None = None, output: str | Path | None = None,
+             progress: bool = True, **search_options: Any) -> CompressOutcome:
+    """Convert (if given a torch entry point), search, recover, verify, report.
+
+    Recovery: with `train_data`, the float part of the best policy is fine-tuned with
+    distillation from the original (`distill` weight) and quantization-aware training for
+    the quantized layers, then quantized; the result is kept only if it beats plain
+    post-training compression on the evaluation data. Without it, the searched model
+    stands as it is.
+    """
+    output = Path(output) if output is not None else default_output(model)
+    if is_torch_entry(model):
+        if input_shape is None:
+            raise OnnxAmcError(f"{model} is a torch entry point: give its input shape "
+                               "(--input-shape 1,3,224,224)")
+        exported = output.with_name(output.stem.removesuffix("-compressed") + "-original.onnx")
+        export(str(model), input_shape, exported, weights)
+        model = exported
+    proto = load(model)
+    found = search(model, data, calibration, output=output, progress=progress, **search_options)
+    result = CompressOutcome(found, found.model_path, found.policy_path, {})
+    if found.policy is None:
+        return result
+    result.before_after = {"original": found.original.to_dict(),
+                           "compressed": found.compressed.to_dict()}
+    if train_data is not None:
+        _recover_by_training(result, proto, data, calibration, train_data, epochs, train_seconds,
+                             lr, distill, qat, progress, search_options)
+    if report:
+        from onnxamc.report import write_report
+
+        info = _analyze(proto)
+        directory = Path(report_dir) if report_dir else output.with_name(output.stem + "-report")
+        result.report = write_report(
+            directory, found.result.study, found.policy, [l.to_dict() for l in info.layers],
+            result.before_after, title=f"onnxamc: {output.name}",
+            chosen_trial=found.result.best.number)
+    return result
+
+
+def _recover_by_training(result: CompressOutcome, proto, data, calibration, train_data, epochs,
+                         train_seconds, lr, distill, qat, progress, options) -> None:
+    from onnxamc.policy import LayerAction
+    from onnxamc.recover import TrainConfig, train
+
+    policy = result.search.policy
+    info = _analyze(proto)
+    float_policy = Policy({n: LayerAction(sparsity=a.sparsity) for n, a in policy.layers.items()})
+    bits = {n: a.bits for n, a in policy.layers.items() if a.bits != 32}
+    float_model = apply_policy(proto, float_policy)
+    full = data_for(proto, train_data)
+    cut = max(1, len(full) // 10)  # the last tenth validates (early stop), never trains
+    train_set = full.take(len(full) - cut)
+    val = Dataset({k: v[-cut:] for k, v in full.inputs.items()},
+                  None if full.labels is None else full.labels[-cut:], "validation")
+    config = TrainConfig(epochs=epochs, time_budget=train_seconds, lr=lr, distill_weight=distill,
+                         qat_bits={info.layer(n).weight: b for n, b in bits.items()} if qat else {},
+                         threads=options.get("threads", DEFAULT_THREADS), progress=progress)
+    trained, result.train_report = train(float_model, train_set, config,
+                                         val if val.labels is not None else None, teacher=proto)
+    final = trained
+    if bits:
+        bits_policy = Policy({n: LayerAction(bits=b) for n, b in bits.items()})
+        calib = _lazy_calibration(proto, calibration if calibration is not None else
+                                  (None if _is_fashion_mnist(data) else data),
+                                  options.get("calibration_samples", DEFAULT_CALIBRATION_SAMPLES))
+        final = apply_policy(trained, bits_policy, calib)
+    onnx.checker.check_model(final)
+    dataset = data_for(proto, data, options.get("eval_samples"))
+    original, ptq, tuned = compare([proto, load_model(result.model_path), final], dataset,
+                                   options.get("threads", DEFAULT_THREADS),
+                                   options.get("verify_runs", 200))
+    label = "compressed + " + ("QAT + KD" if bits and qat else "fine-tune + KD")
+    result.before_after = {"original": original.to_dict(), "compressed": ptq.to_dict(),
+                           label: tuned.to_dict()}
+    if tuned.accuracy >= ptq.accuracy:
+        save_model(final, result.model_path)
+        result.kept = label.removeprefix("compressed + ")
+
+
+def report(storage: str | Path, directory: str | Path, study: str | None = None,
+           model: ModelLike = None, policy: Policy | str | Path | None = None):
+    """The report of a stored study (Pareto plot, history, policy chart)."""
+    import optuna
+
+    from onnxamc.report import write_report
+    from onnxamc.search import open_storage
+
+    store = open_storage(storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+    if study is None:
+        if len(names) != 1:
+            raise SearchError(f"{storage} holds {len(names)} studies ({', '.join(names)}): "
+                              "give --study")
+        study = names[0]
+    if study not in names:
+        raise SearchError(f"no study {study!r} in {storage} (studies: {', '.join(names) or 'none'})")
+    st = optuna.load_study(study_name=study, storage=store)
+    info = _analyze(load(model))
+    if policy is None:
+        from onnxamc.search import LayerSlot as Slot
+
+        space = SearchSpace([Slot(l.name, l.op_type) for l in info.layers])
+        finished = [t for t in st.get_trials(deepcopy=False) if t.values is not None]
+        best = min(finished, key=lambda t: t.values[0] if st.directions[0].name == "MINIMIZE"
+                   else -t.values[0]) if finished else None
+        policy = space.policy_from_params(best.params) if best else None
+    elif not isinstance(policy, Policy):
+        policy = Policy.load(policy)
+    return write_report(directory, st, policy, [l.to_dict() for l in info.layers],
+                        title=f"onnxamc: study {study}")
+
+
 def transfer(policy: Policy | str | Path, source: ModelLike, target: ModelLike) -> Policy:
     """A policy found for `source` applied to `target`, a model of similar architecture
     (layers matched by type and relative depth; see search.transfer)."""
@@ -247,5 +412,6 @@ def _model_name(model: ModelLike) -> str:
     return Path(model).name if not isinstance(model, onnx.ModelProto) else "model.onnx"
 
 
-__all__ = ["OnnxAmcError", "analyze", "apply", "bench", "data_for", "evaluate", "load",
-           "search", "transfer", "uniform_policy", "SearchOutcome"]
+__all__ = ["OnnxAmcError", "CompressOutcome", "SearchOutcome", "analyze", "apply", "bench",
+           "compress", "data_for", "evaluate", "export", "load", "search", "transfer",
+           "uniform_policy"]

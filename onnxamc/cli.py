@@ -66,9 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="fashion-mnist", help=DATA_HELP)
     p.add_argument("--no-data", action="store_true", help="latency and size only (random input)")
     p.add_argument("--limit", type=int, help="evaluate on the first N samples only")
+    p.add_argument("--fgsm", type=float, metavar="EPS",
+                   help="also report accuracy under an FGSM attack of this size, crafted on "
+                        "the first model (transfer attack; needs torch)")
     _runtime_args(p, runs=100)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(run=cmd_bench)
+
+    p = sub.add_parser("export", help="export a torch model (package.module:factory) to ONNX",
+                       description="Export the nn.Module that FACTORY returns with torch.onnx "
+                                   "(dynamo exporter, TorchScript fallback), dynamic batch axis, "
+                                   "layers named after the torch modules; outputs are checked "
+                                   "against torch.")
+    p.add_argument("entry", metavar="package.module:factory")
+    p.add_argument("--input-shape", required=True, help="example input shape, e.g. 1,3,224,224")
+    p.add_argument("--weights", help="state_dict file (torch.save) to load first")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("search", help="search per-layer policies against measured latency",
                        description="Search per-layer actions with Optuna TPE. The objective is "
@@ -77,6 +91,46 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(--latency RATIO of the original). Trials are stored; running "
                                    "the same command again continues the study.")
     p.add_argument("model", nargs="?", help=MODEL_HELP)
+    _search_args(p)
+    p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("compress", help="convert, search, recover, verify and report in one go",
+                       description="Convert and compress: export a torch model if given "
+                                   "package.module:factory, search per-layer policies, apply the "
+                                   "best, recover accuracy (fine-tuning with distillation and "
+                                   "quantization-aware training when --train-data is given), "
+                                   "verify against the original in the same run, and write the "
+                                   "model, the policy JSON and a report (HTML, markdown, PNG).")
+    p.add_argument("model", nargs="?",
+                   help=MODEL_HELP + ", or a torch entry point package.module:factory")
+    p.add_argument("--input-shape", help="input shape for a torch entry point, e.g. 1,3,224,224")
+    p.add_argument("--weights", help="state_dict for a torch entry point")
+    _search_args(p)
+    p.add_argument("--train-data", help="labelled training data for fine-tuning (same formats "
+                                        "as --data, e.g. fashion-mnist:train)")
+    p.add_argument("--epochs", type=float, default=1.0, help="fine-tuning epochs (default 1)")
+    p.add_argument("--train-seconds", type=float, help="fine-tuning time budget in seconds")
+    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (default 0.01)")
+    p.add_argument("--distill", type=float, default=0.5,
+                   help="weight of distillation from the original, 0..1 (default 0.5)")
+    p.add_argument("--no-qat", action="store_true", help="fine-tune in float, quantize after")
+    p.add_argument("--report-dir", help="report folder (default: OUTPUT-report/)")
+    p.add_argument("--no-report", action="store_true", help="write no report")
+    p.set_defaults(run=cmd_compress)
+
+    p = sub.add_parser("report", help="write the report of a stored study",
+                       description="Pareto plot, search history and the policy chart of a study, "
+                                   "as report.html, report.md and PNG files.")
+    p.add_argument("--storage", required=True, help="journal file or database URL of the study")
+    p.add_argument("--study", help="study name (default: the only study in the storage)")
+    p.add_argument("--model", help=MODEL_HELP + " (for the per-layer chart)")
+    p.add_argument("--policy", help="policy JSON to chart (default: the best trial's)")
+    p.add_argument("-o", "--output", required=True, help="report folder")
+    p.set_defaults(run=cmd_report)
+    return parser
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="fashion-mnist", help=DATA_HELP)
     goal = p.add_mutually_exclusive_group()
     goal.add_argument("--latency", type=float, metavar="RATIO",
@@ -107,8 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _calibration_args(p, with_method=False)
     _runtime_args(p, runs=50)
-    p.set_defaults(run=cmd_search)
-    return parser
+
+
+def _search_kwargs(args) -> dict:
+    return dict(latency=args.latency, max_drop=args.max_drop, trials=args.trials,
+                timeout=args.timeout, storage=args.storage, study=args.study,
+                actions=[a.strip() for a in args.actions.split(",") if a.strip()],
+                threads=args.threads, eval_samples=args.eval_samples,
+                calibration_samples=args.calibration_samples, latency_runs=args.runs,
+                seed=args.seed, agent=args.agent, objective=args.objective,
+                sensitivity=args.sensitivity, predictor=args.predictor,
+                warm_start=args.warm_start, warm_start_from=args.warm_start_from)
 
 
 def _calibration_args(p: argparse.ArgumentParser, with_method: bool = True) -> None:
@@ -163,6 +226,14 @@ def format_layer_table(info) -> str:
     return "\n".join(lines)
 
 
+def cmd_export(args) -> int:
+    from onnxamc import api
+
+    api.export(args.entry, args.input_shape, args.output, args.weights)
+    print(f"wrote {args.output} (outputs match torch)")
+    return 0
+
+
 def cmd_apply(args) -> int:
     from onnxamc import api
 
@@ -181,7 +252,8 @@ def cmd_bench(args) -> int:
     from onnxamc import api
 
     data = None if args.no_data else args.data
-    results = api.bench(args.models, data, args.threads, args.runs, limit=args.limit)
+    results = api.bench(args.models, data, args.threads, args.runs, limit=args.limit,
+                        fgsm_epsilon=args.fgsm)
     if args.json:
         print(json.dumps([{"model": m, **r.to_dict()} for m, r in zip(args.models, results)],
                          indent=2))
@@ -201,6 +273,10 @@ def format_bench(names, results, threads: int) -> str:
                      f"{r.latency.cv:.2f}", f"{r.latency_ratio:.3f}", f"{r.size_bytes / 1024:.1f}",
                      f"{r.size_bytes / base.size_bytes:.3f}", f"{r.size_zipped_bytes / 1024:.1f}",
                      f"{r.macs:,}", f"{r.params:,}"])
+    if "robust_accuracy" in base.extra:
+        head.insert(2, f"FGSM {base.extra['fgsm_epsilon']:g}")
+        for row, r in zip(rows, results):
+            row.insert(2, f"{100 * r.extra['robust_accuracy']:.2f}%")
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in [head] + rows]
@@ -214,28 +290,65 @@ def format_bench(names, results, threads: int) -> str:
 def cmd_search(args) -> int:
     from onnxamc import api
 
-    actions = [a.strip() for a in args.actions.split(",") if a.strip()]
     try:
-        outcome = api.search(
-            args.model, args.data, args.calibration, latency=args.latency,
-            max_drop=args.max_drop, trials=args.trials, timeout=args.timeout,
-            storage=args.storage, study=args.study, output=args.output, actions=actions,
-            threads=args.threads, eval_samples=args.eval_samples,
-            calibration_samples=args.calibration_samples, latency_runs=args.runs,
-            seed=args.seed, progress=not args.no_progress, agent=args.agent,
-            objective=args.objective, sensitivity=args.sensitivity, predictor=args.predictor,
-            warm_start=args.warm_start, warm_start_from=args.warm_start_from)
+        outcome = api.search(args.model, args.data, args.calibration, output=args.output,
+                             progress=not args.no_progress, **_search_kwargs(args))
     except KeyboardInterrupt:
-        print("onnxamc: search interrupted; the finished trials are stored: run the same "
-              "command again to continue", file=sys.stderr)
-        return 130
+        return _interrupted()
+    if not _print_search(outcome):
+        return 1
+    print(f"wrote {outcome.model_path} and {outcome.policy_path}")
+    return 0
+
+
+def cmd_compress(args) -> int:
+    from onnxamc import api
+
+    try:
+        outcome = api.compress(
+            args.model, args.data, args.calibration, train_data=args.train_data,
+            input_shape=args.input_shape, weights=args.weights, epochs=args.epochs,
+            train_seconds=args.train_seconds, lr=args.lr, distill=args.distill,
+            qat=not args.no_qat, report=not args.no_report, report_dir=args.report_dir,
+            output=args.output, progress=not args.no_progress, **_search_kwargs(args))
+    except KeyboardInterrupt:
+        return _interrupted()
+    if not _print_search(outcome.search):
+        return 1
+    if outcome.train_report is not None:
+        t = outcome.train_report
+        print(f"recovery: {t.steps} training steps in {t.seconds:.0f} s ({t.stopped_because}); "
+              f"kept: {outcome.kept}")
+        print(format_before_after(outcome.before_after))
+    print(f"wrote {outcome.model_path} and {outcome.policy_path}")
+    if outcome.report is not None:
+        print(f"report: {outcome.report.html}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from onnxamc import api
+
+    files = api.report(args.storage, args.output, study=args.study, model=args.model,
+                       policy=args.policy)
+    print(f"wrote {files.html}, {files.markdown} and {len(files.plots)} plots")
+    return 0
+
+
+def _interrupted() -> int:
+    print("onnxamc: search interrupted; the finished trials are stored: run the same "
+          "command again to continue", file=sys.stderr)
+    return 130
+
+
+def _print_search(outcome) -> bool:
     r = outcome.result
     print(f"study {outcome.study_name!r} in {outcome.storage}: "
           f"{len(r.study.trials)} trials ({r.new_trials} new, "
           f"{r.trials_per_minute:.1f} trials/min)")
     if outcome.policy is None:
         print("no trial finished; nothing written", file=sys.stderr)
-        return 1
+        return False
     if not r.feasible:
         print("warning: no policy met the objective's constraint; wrote the closest one",
               file=sys.stderr)
@@ -250,8 +363,15 @@ def cmd_search(args) -> int:
     if r.pareto:
         print(f"Pareto front: {len(r.pareto)} policies (trials "
               f"{', '.join(str(t.number) for t in r.pareto)})")
-    print(f"wrote {outcome.model_path} and {outcome.policy_path}")
-    return 0
+    return True
+
+
+def format_before_after(rows: dict[str, dict]) -> str:
+    lines = []
+    for label, m in rows.items():
+        lines.append(f"  {label:<28} accuracy {100 * m['accuracy']:.2f}%  "
+                     f"latency x{m['latency_ratio']:.3f}  size {m['size_bytes'] / 1024:.1f} KB")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

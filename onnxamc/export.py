@@ -22,8 +22,14 @@ def export_torch(model, input_shape: Sequence[int], path: str | Path, opset: int
                  input_name: str = "input", output_name: str = "logits",
                  atol: float = 1e-4) -> onnx.ModelProto:
     """Export an nn.Module in eval mode to `path` and verify it against torch."""
+    import logging
+    import warnings
+
     import torch
 
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed"
+    warnings.filterwarnings("ignore", category=FutureWarning, module="copyreg")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     model = model.eval()
     example = torch.rand(*input_shape)
     proto = None
@@ -55,6 +61,58 @@ def export_torch(model, input_shape: Sequence[int], path: str | Path, opset: int
     onnx.save(proto, str(path))
     verify_against_torch(model, proto, input_shape, atol)
     return proto
+
+
+def load_factory(entry: str, weights: str | Path | None = None):
+    """`package.module:factory` → the nn.Module it returns (weights loaded if given).
+
+    The current directory is importable, as it is for `python -m`.
+    """
+    import importlib
+    import sys
+
+    module_name, sep, attr = entry.partition(":")
+    if not sep or not module_name or not attr:
+        raise ModelError(f"torch entry point {entry!r} is not of the form package.module:factory")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ModelError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise ModelError(f"module {module_name!r} has no attribute {attr!r}")
+    try:
+        model = factory() if callable(factory) else factory
+    except Exception as exc:
+        raise ModelError(f"{entry}() failed: {type(exc).__name__}: {exc}") from None
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise ModelError(f"{entry} returned {type(model).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        try:
+            state = torch.load(str(weights), map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+            model.load_state_dict(state)
+        except FileNotFoundError:
+            raise ModelError(f"weights file {str(weights)!r} does not exist") from None
+        except Exception as exc:
+            raise ModelError(f"cannot load weights {weights} into {entry}: "
+                             f"{str(exc).splitlines()[0]}") from None
+    return model
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """`1,3,224,224` → (1, 3, 224, 224)."""
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise ModelError(f"input shape {text!r} is not a comma-separated list of integers") from None
+    if not shape or any(v <= 0 for v in shape):
+        raise ModelError(f"input shape {text!r} must have positive dimensions")
+    return shape
 
 
 def tidy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -183,6 +183,9 @@ def test_search_through_the_api_with_an_agent(agent, objective, tiny_cnn, tmp_pa
     assert json.loads(outcome.policy_path.read_text())["meta"]["agent"] == agent
     assert all(t.params.get(f"{n}:sparsity", 0) <= 0.6 for t in study.trials
                for n in api.analyze(tiny_cnn).layer_names)
+    files = api.report(outcome.storage, tmp_path / "report", study=outcome.study_name,
+                       model=tiny_cnn)
+    assert files.html.exists()
     if objective == "pareto":
         assert len(study.directions) == 3 and outcome.result.pareto
     else:

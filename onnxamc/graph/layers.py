@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from onnxamc.graph.model import initializer_map
 
@@ -35,6 +35,8 @@ class Layer:
     params: int
     macs: int
     weight_dtype: str = "float32"
+    weight_entropy: float | None = None  # bits, of a 256-bin histogram of the weight values
+    activation_sparsity: float | None = None  # zeros in the layer's input, where data is given
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -89,8 +91,20 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
         layer = _describe(len(layers), name, node, weight, bias, w_shape, x_shape, y_shape, inits)
         if layer is not None:
             layer.weight_dtype = str(helper.tensor_dtype_to_np_dtype(w_init.data_type))
+            layer.weight_entropy = weight_entropy(w_init)
             layers.append(layer)
     return layers
+
+
+def weight_entropy(init: onnx.TensorProto, bins: int = 256) -> float:
+    """Shannon entropy (bits) of the weight values' histogram: how much a layer's weights
+    carry, a state feature that hints how far they can be quantized or shared."""
+    values = numpy_helper.to_array(init).astype(np.float32, copy=False).ravel()
+    if values.size == 0:
+        return 0.0
+    counts, _ = np.histogram(values, bins=bins)
+    p = counts[counts > 0] / values.size
+    return float(-(p * np.log2(p)).sum())
 
 
 def _constant_source(name: str, inits: dict, producers: dict) -> str | None:

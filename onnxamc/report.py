@@ -1,0 +1,238 @@
+"""Reports: Pareto plot, per-layer policy chart, search history, before/after table,
+as PNG files plus an HTML page and a markdown summary.
+
+Reads what the study stored (trial params are the policy, user attributes the
+metrics), so a report can be made again later from the storage alone.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import optuna
+
+from onnxamc.policy import FLOAT_BITS, Policy
+
+
+@dataclass
+class ReportFiles:
+    html: Path
+    markdown: Path
+    plots: list[Path]
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of points (latency, accuracy) that no other point dominates (lower or
+    equal latency and higher or equal accuracy, one strictly), by rising latency."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best_acc = [], -math.inf
+    for i in order:
+        if points[i][1] > best_acc:
+            front.append(i)
+            best_acc = points[i][1]
+    return front
+
+
+def write_report(directory: str | Path, study: optuna.Study, policy: Policy | None,
+                 layers: Sequence[dict], before_after: dict[str, dict] | None = None,
+                 title: str = "onnxamc report", chosen_trial: int | None = None) -> ReportFiles:
+    """Write the plots, report.html and report.md into `directory`.
+
+    `layers` are layer-table rows (name, op_type, macs, ...); `before_after` maps a
+    row label ("original", "compressed", ...) to a Metrics dict measured side by side.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    trials = [t for t in study.get_trials(deepcopy=False,
+                                          states=(optuna.trial.TrialState.COMPLETE,))
+              if "metrics" in t.user_attrs]
+    plots = [_pareto_plot(directory / "pareto.png", trials, before_after, chosen_trial),
+             _history_plot(directory / "history.png", study, trials)]
+    if policy is not None:
+        plots.append(_policy_plot(directory / "policy.png", policy, layers))
+    md = _markdown(title, study, trials, policy, layers, before_after, plots)
+    md_path = directory / "report.md"
+    md_path.write_text(md)
+    html_path = directory / "report.html"
+    html_path.write_text(_html(title, md))
+    return ReportFiles(html_path, md_path, plots)
+
+
+def _metric_points(trials):
+    return [(t.user_attrs["metrics"].get("latency_ratio") or math.nan,
+             t.user_attrs["metrics"].get("accuracy") or math.nan) for t in trials]
+
+
+def _pareto_plot(path, trials, before_after, chosen_trial):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    points = _metric_points(trials)
+    feasible = [all(v <= 0 for v in t.constraints.values()) for t in trials]
+    for ok, color, label in ((True, "tab:blue", "feasible trial"),
+                             (False, "lightgray", "infeasible trial")):
+        xs = [p[0] for p, f in zip(points, feasible) if f == ok]
+        ys = [p[1] for p, f in zip(points, feasible) if f == ok]
+        if xs:
+            ax.scatter(xs, ys, s=18, c=color, label=label, zorder=2)
+    front = pareto_front(points)
+    if front:
+        ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "-",
+                c="tab:blue", lw=1, alpha=0.6, label="Pareto front", zorder=1)
+    markers = {"original": ("*", "black"), "compressed": ("D", "tab:red")}
+    for label, metrics in (before_after or {}).items():
+        if metrics.get("latency_ratio") is None or metrics.get("accuracy") is None:
+            continue
+        marker, color = markers.get(label, ("s", "tab:green"))
+        ax.scatter([metrics["latency_ratio"]], [metrics["accuracy"]], marker=marker, s=90,
+                   c=color, edgecolors="white", label=label, zorder=3)
+    if chosen_trial is not None:
+        for t, p in zip(trials, points):
+            if t.number == chosen_trial:
+                ax.annotate(f"#{t.number}", p, textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("latency / original (measured, same run)")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("accuracy against measured latency")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _history_plot(path, study, trials):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=110)
+    xs = [t.number for t in trials]
+    ys = [t.values[0] for t in trials]  # the first objective of a multi-objective study
+    ax.scatter(xs, ys, s=14, c="tab:blue", label="trial")
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    best, running = [], None
+    for t, y in zip(trials, ys):
+        ok = all(v <= 0 for v in t.constraints.values())
+        if ok and (running is None or (y > running if maximize else y < running)):
+            running = y
+        best.append(running if running is not None else math.nan)
+    ax.step(xs, best, where="post", c="tab:red", label="best feasible")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("objective")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _policy_plot(path, policy: Policy, layers):
+    import matplotlib.pyplot as plt
+
+    names = [l["name"] for l in layers]
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.28 * len(names)), 3.6), dpi=110)
+    sparsity = [policy.action(n).sparsity for n in names]
+    bits = [policy.action(n).bits for n in names]
+    ax.bar(range(len(names)), sparsity, color="tab:blue", label="sparsity")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("sparsity")
+    ax2 = ax.twinx()
+    ax2.plot(range(len(names)), bits, "o", c="tab:red", label="bits")
+    ax2.set_ylabel("bits")
+    ax2.set_ylim(0, FLOAT_BITS + 2)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=90, fontsize=7)
+    ax.set_title("chosen policy per layer")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles, ["sparsity", "bits"], fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _fmt(metrics: dict, key: str, kind: str) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "-"
+    if kind == "pct":
+        return f"{100 * value:.2f}%"
+    if kind == "ratio":
+        return f"{value:.3f}"
+    if kind == "kb":
+        return f"{value / 1024:.1f}"
+    return f"{value:,}"
+
+
+def _markdown(title, study, trials, policy, layers, before_after, plots) -> str:
+    lines = [f"# {title}", ""]
+    objective = study.user_attrs.get("objective", "")
+    lines += [f"Study `{study.study_name}`: {len(trials)} completed trials. Objective: "
+              f"{objective}.", ""]
+    if before_after:
+        lines += ["| model | accuracy | latency ms (median) | latency ratio | size KB | MACs | params |",
+                  "|---|---|---|---|---|---|---|"]
+        for label, m in before_after.items():
+            latency = m.get("latency") or {}
+            median = f"{latency['median_ms']:.3f}" if latency.get("median_ms") else "-"
+            lines.append(f"| {label} | {_fmt(m, 'accuracy', 'pct')} | {median} | "
+                         f"{_fmt(m, 'latency_ratio', 'ratio')} | {_fmt(m, 'size_bytes', 'kb')} | "
+                         f"{_fmt(m, 'macs', 'int')} | {_fmt(m, 'params', 'int')} |")
+        lines += ["", "Latency: batch 1, measured interleaved with the original in the same "
+                  "process; ratios of medians.", ""]
+    for plot in plots:
+        lines += [f"![{plot.stem}]({plot.name})", ""]
+    if policy is not None:
+        lines += ["## Policy per layer", "", "| layer | op | MACs | sparsity | bits |",
+                  "|---|---|---|---|---|"]
+        for l in layers:
+            a = policy.action(l["name"])
+            lines.append(f"| {l['name']} | {l['op_type']} | {l['macs']:,} | {a.sparsity:.2f} | {a.bits} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _html(title: str, markdown: str) -> str:
+    """A self-contained page: tables from the markdown, plots as images beside it."""
+    body, table = [], []
+
+    def flush_table():
+        if not table:
+            return
+        rows = [r.strip("|").split("|") for r in table if not set(r) <= set("|-")]
+        out = ["<table>"]
+        for i, row in enumerate(rows):
+            tag = "th" if i == 0 else "td"
+            out.append("<tr>" + "".join(f"<{tag}>{html.escape(c.strip())}</{tag}>" for c in row)
+                       + "</tr>")
+        out.append("</table>")
+        body.append("\n".join(out))
+        table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        if line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("!["):
+            name = line[line.index("(") + 1: line.index(")")]
+            body.append(f'<p><img src="{html.escape(name)}" alt="{html.escape(name)}"></p>')
+        elif line.strip():
+            body.append(f"<p>{html.escape(line).replace('`', '')}</p>")
+    flush_table()
+    style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+             "padding:3px 8px;text-align:right}th{background:#f3f3f3}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -1,0 +1,106 @@
+"""Convert and compress in one command, and the report it writes."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxamc import api
+from onnxamc.errors import ModelError
+from onnxamc.report import pareto_front
+
+from conftest import run_model
+
+torch = pytest.importorskip("torch")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("entry, layer", [("onnxamc.models.resnet:resnet20", "layers.0.conv1"),
+                                          ("onnxamc.models.mobilenet:mobilenetv2", "features.0.0")])
+def test_export_of_reference_models_equals_torch(tmp_path, entry, layer):
+    from onnxamc.export import load_factory
+
+    torch.manual_seed(1)
+    module = load_factory(entry).eval()
+    weights = tmp_path / "w.pt"
+    torch.save(module.state_dict(), weights)
+    path = tmp_path / "m.onnx"
+    api.export(entry, (1, 1, 28, 28), path, weights)
+    exported = onnx.load(path)
+    x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(run_model(exported, {"input": x})[0], want, rtol=1e-4, atol=1e-4)
+    assert layer in {n.name for n in exported.graph.node}  # layers named after torch modules
+    assert exported.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("no_colon", "not of the form"),
+    ("onnxamc.nothing_here:f", "cannot import"),
+    ("onnxamc.models.resnet:nope", "has no attribute"),
+    ("onnxamc.models.resnet:ResNet.__doc__", "has no attribute"),
+])
+def test_export_errors(entry, message, tmp_path):
+    with pytest.raises(ModelError, match=message):
+        api.export(entry, "1,1,28,28", tmp_path / "x.onnx")
+
+
+def test_compress_tiny_model_writes_model_policy_and_report(tiny_cnn, tmp_path):
+    out = tmp_path / "c.onnx"
+    result = api.compress(tiny_cnn, "digits", train_data="digits", trials=3, epochs=1,
+                          eval_samples=300, calibration_samples=64, latency_runs=10,
+                          verify_runs=20, output=out, progress=False)
+    assert out.exists() and result.policy_path.exists()
+    onnx.checker.check_model(onnx.load(out))
+    assert set(result.before_after) >= {"original", "compressed"} and len(result.before_after) == 3
+    assert result.train_report.steps > 0
+    files = result.report
+    assert files.html.exists() and files.markdown.exists()
+    for plot in files.plots:
+        assert plot.read_bytes()[:8] == PNG_MAGIC
+    assert "pareto.png" in files.html.read_text() and "| original |" in files.markdown.read_text()
+
+
+def test_compress_from_torch_entry_point_end_to_end(tmp_path):
+    """convert-and-compress in one command, through the CLI."""
+    pkg = tmp_path / "mynets.py"
+    pkg.write_text(
+        "import torch\n"
+        "def small():\n"
+        "    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),\n"
+        "        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "onnxamc.cli", "compress", "mynets:small", "--input-shape",
+         "1,1,8,8", "--data", "digits", "--trials", "2", "--runs", "10", "--eval-samples", "200",
+         "--calibration-samples", "32", "-o", "out/small.onnx", "--no-progress"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "small-original.onnx").exists()
+    assert (tmp_path / "out" / "small.onnx").exists()
+    assert (tmp_path / "out" / "small-report" / "pareto.png").read_bytes()[:8] == PNG_MAGIC
+    policy = json.loads((tmp_path / "out" / "small.policy.json").read_text())
+    assert policy["schema"] == "onnxamc.policy/1"
+
+
+def test_report_command_from_storage(tiny_cnn, tmp_path):
+    api.search(tiny_cnn, "digits", trials=3, eval_samples=200, calibration_samples=32,
+               latency_runs=5, verify_runs=5, output=tmp_path / "s.onnx", progress=False)
+    files = api.report(tmp_path / "s.journal", tmp_path / "rep", model=tiny_cnn)
+    assert all(p.read_bytes()[:8] == PNG_MAGIC for p in files.plots) and len(files.plots) == 3
+
+
+def test_pareto_front_is_non_dominated():
+    rng = np.random.default_rng(0)
+    points = [tuple(p) for p in rng.random((200, 2))]
+    front = pareto_front(points)
+    for i in front:
+        assert not any(points[j][0] <= points[i][0] and points[j][1] >= points[i][1]
+                       and points[j] != points[i] for j in range(len(points)))
+    others = set(range(len(points))) - set(front)
+    for j in others:  # everything else is dominated by some front point
+        assert any(points[i][0] <= points[j][0] and points[i][1] >= points[j][1] for i in front)
