@@ -278,3 +278,29 @@ def test_cli_search_takes_agent_objective_and_ranges(tiny_cnn, tmp_path, capsys)
     assert main(["search", *common, "--agent", "ddpg", "--objective", "pareto"]) == 2
     assert main(["search", *common, "--actions", "sparsity=0.9:0.1"]) == 2
     assert "LOW:HIGH" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_pareto_indices_and_hypervolume_properties(dims):
+    from hypothesis import given, settings, strategies as st
+
+    directions = ["maximize"] + ["minimize"] * (dims - 1)
+    point = st.lists(st.floats(0, 1, allow_nan=False), min_size=dims, max_size=dims)
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(point, min_size=1, max_size=12))
+    def check(points):
+        front = pareto_indices(points, directions)
+        assert front
+        for i in front:  # nobody dominates a front member
+            assert not any(dominates(q, points[i], directions) for q in points)
+        for j, p in enumerate(points):  # everyone else is dominated or equals a member
+            if j not in front:
+                assert any(dominates(points[i], p, directions) or points[i] == p for i in front)
+        reference = [0.0] + [1.0] * (dims - 1)
+        whole = hypervolume(points, directions, reference)
+        assert whole == pytest.approx(hypervolume([points[i] for i in front], directions,
+                                                  reference))
+        assert whole >= max(hypervolume([p], directions, reference) for p in points) - 1e-12
+
+    check()
