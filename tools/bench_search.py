@@ -99,14 +99,16 @@ def markdown(model: str, base: list[dict], rows: list[dict], args) -> str:
              f"with latency <= {args.search_budget:g} x original; ORT CPU, 1 thread, "
              f"{args.eval_samples} evaluation images", "",
              f"| agent | {budgets} | hypervolume | time to 95% (s) | trials/min | "
-             "evaluations/min | cache hits |",
-             "|---" * (6 + len(args.budgets)) + "|"]
+             "evaluations/min | cache hits | chosen, re-measured |",
+             "|---" * (7 + len(args.budgets)) + "|"]
     for r in rows:
         best = " | ".join(_pct(r[f"best@{b:g}"]) for b in args.budgets)
         t95 = "-" if r["time_to_95"] is None else f"{r['time_to_95']:.0f}"
+        v = r.get("verified")
+        chosen = f"{_pct(v['accuracy'])} at x{v['latency_ratio']:.3f}" if v else "-"
         lines.append(f"| {r['agent']} | {best} | {r['hypervolume']:.4f} | {t95} | "
                      f"{r['trials_per_min']:.1f} | {r['evaluations_per_min']:.1f} | "
-                     f"{r['cache_hits']} |")
+                     f"{r['cache_hits']} | {chosen} |")
     lines += ["", "| baseline | accuracy | latency ratio | size ratio |", "|---|---|---|---|"]
     for b in base:
         lines.append(f"| {b['name']} | {_pct(b['accuracy'])} | {b['latency_ratio']:.3f} | "
@@ -117,17 +119,21 @@ def markdown(model: str, base: list[dict], rows: list[dict], args) -> str:
 
 def verdict(base: list[dict], rows: list[dict]) -> str:
     """The issue's goal: the best agent dominates every baseline, with a >= 2x measured
-    speedup at no more than 1 point of accuracy lost."""
+    speedup at no more than 1 point of accuracy lost. Judged on each agent's chosen
+    policy as re-measured after its search (search-time ratios are noisier), and noting
+    that the uniform seeds (int8 everywhere, ...) are enqueued for every agent."""
     original = base[0]
-    points = [(p, r["agent"]) for r in rows for p in r["points"]]
-    goal = [(a, lat, agent) for (a, lat), agent in points
-            if lat <= 0.5 and a >= original["accuracy"] - 0.01]
-    dominated = all(any(a >= b["accuracy"] and lat <= b["latency_ratio"]
-                        for (a, lat), _ in points) for b in base[1:])
-    speed = (f"goal met by {', '.join(sorted({g[2] for g in goal}))}" if goal else
-             "goal not met: no policy reached 2x speedup within 1 point")
+    goal = sorted(r["agent"] for r in rows if r.get("verified")
+                  and r["verified"]["latency_ratio"] <= 0.5
+                  and r["verified"]["accuracy"] >= r["verified"]["original_accuracy"] - 0.01)
+    points = [p for r in rows for p in r["points"]]
+    dominated = all(any(a >= b["accuracy"] and lat <= b["latency_ratio"] for a, lat in points)
+                    for b in base[1:])
+    speed = (f"2x within 1 point, re-measured: {', '.join(goal)}" if goal else
+             "goal not met: no chosen policy re-measured at 2x speedup within 1 point")
     return (f"{speed}; every baseline {'is' if dominated else 'is NOT'} matched or dominated "
-            "by some searched policy (search-time measurements).")
+            f"by some searched policy (search-time measurements; original "
+            f"{_pct(original['accuracy'])}).")
 
 
 def plot(model: str, base: list[dict], rows: list[dict], path: Path) -> None:
@@ -171,6 +177,8 @@ def main(argv=None) -> int:
     p.add_argument("--latency-runs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/bench-search")
+    p.add_argument("--render", action="store_true",
+                   help="only rewrite the table and plots from the stored MODEL-results.json")
     args = p.parse_args(argv)
     args.budgets = [float(b) for b in args.budgets.split(",")]
     out = Path(args.out)
@@ -181,6 +189,12 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         model = name if name.endswith(".onnx") else str(bundled_model_path(name))
         name = Path(model).stem
+        stored = out / f"{name}-results.json"
+        if args.render:
+            saved = json.loads(stored.read_text())
+            report.append(markdown(model, saved["baselines"], saved["agents"], args))
+            plot(model, saved["baselines"], saved["agents"], out / f"{name}-pareto.png")
+            continue
         base = baselines(model, "fashion-mnist", args.eval_samples, args.latency_runs * 2)
         rows = []
         for agent in args.agents.split(","):
@@ -189,7 +203,7 @@ def main(argv=None) -> int:
                   flush=True)
         report.append(markdown(model, base, rows, args))
         plot(model, base, rows, out / f"{name}-pareto.png")
-        (out / f"{name}-results.json").write_text(json.dumps({"baselines": base, "agents": rows},
+        stored.write_text(json.dumps({"baselines": base, "agents": rows},
                                                              indent=1, default=str))
     (out / "bench_search.md").write_text("\n".join(report))
     print("\n".join(report))
