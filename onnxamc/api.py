@@ -16,7 +16,7 @@ import onnx
 from onnxamc.data import Dataset, load_data
 from onnxamc.errors import DataError, EvaluationError, OnnxAmcError, PolicyError, SearchError
 from onnxamc.evaluate import Evaluator, Metrics, compare
-from onnxamc.graph import ModelInfo, analyze as _analyze, load_model, save_model
+from onnxamc.graph import ModelInfo, analyze as _analyze, load_model, save_model, serialized_size
 from onnxamc.models import bundled_model_path
 from onnxamc.graph.blocks import ResidualBlock, residual_blocks
 from onnxamc.graph.groups import ChannelGroup, channel_groups as _channel_groups
@@ -25,8 +25,11 @@ from onnxamc.graph.size import layer_bits_per_weight
 from onnxamc.policy import LayerAction, Policy, parse_uniform
 from onnxamc.runtime import DEFAULT_THREADS
 from onnxamc.runtime.target import DEFAULT_TARGET, Target, load_target
-from onnxamc.search import (LayerSlot, SearchResult, SearchSpace, make_objective, open_study,
-                            run_search)
+from onnxamc.search import (SearchResult, SearchSpace, Shaping, make_sampler, open_study,
+                            parse_objective, run_search, slots_from_layers)
+from onnxamc.search.predictor import AccuracyPredictor
+from onnxamc.search.priors import load_sensitivity, prior_policies
+from onnxamc.search.transfer import transfer_policy
 from onnxamc.search.sensitivity import DEFAULT_ACTIONS as DEFAULT_SENSITIVITY_ACTIONS
 from onnxamc.search.sensitivity import SensitivityTable
 
@@ -234,11 +237,24 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
            threads: int | None = None, eval_samples: int | None = None,
            calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES, latency_runs: int = 50,
            seed: int | None = 0, progress: bool = True, verify_runs: int = 200,
+           agent: str = "tpe", objective: str | None = None,
+           sensitivity: str | Path | None = None, predictor: bool = False,
+           warm_start: Policy | str | Path | None = None,
+           warm_start_from: ModelLike = None, shaping: Shaping | None = None,
            target: TargetLike = None) -> SearchOutcome:
-    """Search per-layer policies with TPE, then write the best policy and its model.
+    """Search per-layer policies with an agent (Optuna sampler), measuring latency on
+    `target`, then write the best policy and its model.
 
     `latency` asks for the best accuracy within latency ≤ ratio × original;
     `max_drop` (the default, 0.01) for the lowest latency within that accuracy drop.
+    `objective` picks another goal (amc, amc-latency, weighted:λ, pareto), `agent` the
+    sampler (tpe, random, qmc, cmaes, gp, nsga2, ddpg, rl). `actions` items may carry
+    ranges: "sparsity=0:0.8", "quant=32/8". `sensitivity` (a per-layer table, see
+    search.priors) seeds the study with good first policies; `predictor` skips
+    candidates an accuracy regression predicts to be far worse. `warm_start` is a
+    policy tried first; with `warm_start_from` (the model it was found for) it is
+    transferred to this model's layers by type and relative depth. `shaping` adds a
+    diversity bonus and a penalty per removed layer to single objectives.
     Running it again with the same storage and study continues where it stopped.
     """
     target = load_target(target, threads)
@@ -246,39 +262,52 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     proto = load(model)
     info = _analyze(proto)
     try:
-        objective = make_objective(latency, max_drop)
-        space = SearchSpace([LayerSlot(l.name, l.op_type) for l in info.layers], list(actions))
+        goal = parse_objective(objective, latency, max_drop)
+        space = SearchSpace(slots_from_layers(info.layers), list(actions))
+        sampler = make_sampler(agent, space, goal, seed, trials)
     except ValueError as exc:
         raise SearchError(str(exc)) from None
     output = Path(output) if output is not None else default_output(model)
     storage = str(storage) if storage is not None else str(output.with_suffix(".journal"))
-    name = study or f"{output.stem}-{objective.label}" + (
+    name = study or f"{output.stem}-{goal.label}" + (
         "" if target.name == DEFAULT_TARGET else f"-{target.name}")
     dataset = data_for(proto, data, eval_samples)
     if calibration is None and not _is_fashion_mnist(data):
         calibration = data  # the user's data is the best calibration set we have
     calib = _lazy_calibration(proto, calibration, calibration_samples)
     evaluator = Evaluator(proto, dataset, threads, latency_runs, target=target)
+    original_size = serialized_size(proto)
 
     def evaluate_policy(policy: Policy) -> dict:
         try:
             compressed = apply_policy(proto, policy, calib)
-            return evaluator.evaluate(compressed).to_dict()
+            metrics = evaluator.evaluate(compressed).to_dict()
+            return {**metrics, "size_ratio": metrics["size_bytes"] / original_size}
         except OnnxAmcError:
             raise
         except Exception as exc:  # an onnxruntime or quantizer failure on this candidate
             raise EvaluationError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
-    st = open_study(storage, name, objective, info.fingerprint, seed=seed)
+    st = open_study(storage, name, goal, info.fingerprint, sampler=sampler)
     st.set_user_attr("reference_accuracy", evaluator.reference_accuracy)
-    result = run_search(st, space, objective, evaluate_policy, trials, timeout, progress)
+    seeds = space.seeds()
+    if sensitivity is not None:
+        seeds = prior_policies(space, load_sensitivity(sensitivity)) + seeds
+    if warm_start is not None:
+        first = (transfer(warm_start, warm_start_from, proto) if warm_start_from is not None
+                 else _loaded_policy(warm_start))
+        first.validate({l.name: l.op_type for l in info.layers})
+        seeds = [first] + seeds
+    result = run_search(st, space, goal, evaluate_policy, trials, timeout, progress, seeds,
+                        shaping=shaping,
+                        predictor=AccuracyPredictor(space, seed=seed) if predictor else None)
     outcome = SearchOutcome(result, result.policy, None, None, storage, name)
     if result.policy is None:
         return outcome
     policy = result.policy
     policy.fingerprint, policy.model_name = info.fingerprint, _model_name(model)
     best = result.best.user_attrs["metrics"]
-    policy.meta = {"objective": objective.describe(), "feasible": result.feasible,
+    policy.meta = {"objective": goal.describe(), "agent": agent, "feasible": result.feasible,
                    "study": name, "storage": storage, "trial": result.best.number,
                    "metrics": best}
     compressed = apply_policy(proto, policy, calib)
@@ -454,14 +483,28 @@ def report(storage: str | Path, directory: str | Path, study: str | None = None,
         from onnxamc.search import LayerSlot as Slot
 
         space = SearchSpace([Slot(l.name, l.op_type) for l in info.layers])
-        finished = [t for t in st.get_trials(deepcopy=False) if t.value is not None]
-        best = min(finished, key=lambda t: t.value if st.direction.name == "MINIMIZE"
-                   else -t.value) if finished else None
+        finished = [t for t in st.get_trials(deepcopy=False) if t.values is not None]
+        best = min(finished, key=lambda t: t.values[0] if st.directions[0].name == "MINIMIZE"
+                   else -t.values[0]) if finished else None
         policy = space.policy_from_params(best.params) if best else None
     elif not isinstance(policy, Policy):
         policy = Policy.load(policy)
     return write_report(directory, st, policy, [l.to_dict() for l in info.layers],
                         title=f"onnxamc: study {study}")
+
+
+def transfer(policy: Policy | str | Path, source: ModelLike, target: ModelLike) -> Policy:
+    """A policy found for `source` applied to `target`, a model of similar architecture
+    (layers matched by type and relative depth; see search.transfer)."""
+    src, dst = _analyze(load(source)), _analyze(load(target))
+    out = transfer_policy(_loaded_policy(policy), slots_from_layers(src.layers),
+                          slots_from_layers(dst.layers))
+    out.fingerprint = dst.fingerprint
+    return out
+
+
+def _loaded_policy(policy: Policy | str | Path) -> Policy:
+    return policy if isinstance(policy, Policy) else Policy.load(policy)
 
 
 def _is_fashion_mnist(data: DataLike) -> bool:
@@ -526,5 +569,5 @@ def _model_name(model: ModelLike) -> str:
 
 __all__ = ["OnnxAmcError", "CompressOutcome", "SearchOutcome", "SensitivityTable", "TargetStatus",
            "analyze", "apply", "bench", "channel_groups", "compress", "data_for", "evaluate",
-           "export", "load", "removable_blocks", "search", "sensitivity", "targets",
+           "export", "load", "removable_blocks", "search", "sensitivity", "targets", "transfer",
            "uniform_policy"]

@@ -201,7 +201,19 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=30, help="total trials of the study (default 30)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this long")
     p.add_argument("--actions", default="quant,sparsity",
-                   help="actions to search: quant, sparsity (default: both)")
+                   help="actions to search, each with an optional range: quant[=32/8], "
+                        "sparsity[=LOW:HIGH[:STEP]] (default: quant,sparsity)")
+    p.add_argument("--agent", default="tpe", help="search agent (Optuna sampler): tpe, random, "
+                   "qmc, cmaes, gp, nsga2, ddpg, rl (default: tpe)")
+    p.add_argument("--objective", help="constrained (default: --latency or --max-drop), amc, "
+                   "amc-latency, weighted[:LAMBDA], pareto")
+    p.add_argument("--sensitivity", metavar="JSON", help="per-layer sensitivity table "
+                   "{\"layers\": {name: {\"bits=8\": drop, ...}}}: its policies are tried first")
+    p.add_argument("--predictor", action="store_true",
+                   help="skip candidates an accuracy predictor expects to be far worse")
+    p.add_argument("--warm-start", metavar="POLICY", help="a policy JSON to try first")
+    p.add_argument("--warm-start-from", metavar="MODEL", help="the model --warm-start was "
+                   "found for: transfer it to this model's layers (type, relative depth)")
     p.add_argument("--storage", help="journal file or database URL (default: OUTPUT.journal)")
     p.add_argument("--study", help="study name (default: from the output name and objective)")
     p.add_argument("-o", "--output", help="compressed model path (default: MODEL-compressed.onnx)")
@@ -218,7 +230,10 @@ def _search_kwargs(args) -> dict:
                 actions=[a.strip() for a in args.actions.split(",") if a.strip()],
                 threads=args.threads, eval_samples=args.eval_samples,
                 calibration_samples=args.calibration_samples, latency_runs=args.runs,
-                seed=args.seed, target=args.target)
+                seed=args.seed, agent=args.agent, objective=args.objective,
+                sensitivity=args.sensitivity, predictor=args.predictor,
+                warm_start=args.warm_start, warm_start_from=args.warm_start_from,
+                target=args.target)
 
 
 def _calibration_args(p: argparse.ArgumentParser, with_method: bool = True) -> None:
@@ -447,6 +462,12 @@ def _print_search(outcome) -> bool:
           f"(original {100 * o.accuracy:.2f}%), latency x{c.latency_ratio:.3f} "
           f"({c.latency.median_ms:.3f} ms vs {o.latency.median_ms:.3f} ms, "
           f"re-measured interleaved), size x{c.size_bytes / o.size_bytes:.3f}")
+    if r.predictor:
+        print("predictor: {evaluations_saved} evaluations saved, {wrong} of {audited} audited "
+              "skips wrong".format(**r.predictor))
+    if r.pareto:
+        print(f"Pareto front: {len(r.pareto)} policies (trials "
+              f"{', '.join(str(t.number) for t in r.pareto)})")
     return True
 
 

@@ -113,14 +113,14 @@ def _history_plot(path, study, trials):
 
     fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=110)
     xs = [t.number for t in trials]
-    ys = [t.value for t in trials]
+    ys = [t.values[0] for t in trials]  # the first objective of a multi-objective study
     ax.scatter(xs, ys, s=14, c="tab:blue", label="trial")
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     best, running = [], None
-    for t in trials:
+    for t, y in zip(trials, ys):
         ok = all(v <= 0 for v in t.constraints.values())
-        if ok and (running is None or (t.value > running if maximize else t.value < running)):
-            running = t.value
+        if ok and (running is None or (y > running if maximize else y < running)):
+            running = y
         best.append(running if running is not None else math.nan)
     ax.step(xs, best, where="post", c="tab:red", label="best feasible")
     ax.set_xlabel("trial")

@@ -16,6 +16,7 @@ from onnxamc.policy import Policy
 from onnxamc.search import AccuracyBound, LatencyBudget, make_objective
 
 FINISHED = (optuna.trial.TrialState.COMPLETE,)
+KILL_TRIALS = 40  # enough that the kill lands mid-run even when trials are fast (idle machine)
 
 
 def _search(tiny_cnn, tmp_path, trials, **kw):
@@ -88,7 +89,7 @@ def test_killed_search_resumes_without_losing_trials(tiny_cnn, tmp_path):
     storage = tmp_path / "kill.journal"
     cmd = [sys.executable, "-m", "onnxamc.cli", "search", str(tiny_cnn), "--data", "digits",
            "--calibration", "digits", "--calibration-samples", "64", "--eval-samples", "300",
-           "--runs", "10", "--trials", "10", "--storage", str(storage), "--study", "kill",
+           "--runs", "10", "--trials", str(KILL_TRIALS), "--storage", str(storage), "--study", "kill",
            "-o", str(tmp_path / "k.onnx"), "--no-progress"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -110,17 +111,19 @@ def test_killed_search_resumes_without_losing_trials(tiny_cnn, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     kept = {t.number: t.params for t in done}
-    assert 3 <= len(kept) < 10
+    assert 3 <= len(kept) < KILL_TRIALS
 
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     study = optuna.load_study(study_name="kill", storage=open_storage(storage))
     finished = {t.number: t.params for t in study.get_trials(states=FINISHED)}
-    assert len(finished) == 10
+    assert len(finished) == KILL_TRIALS
     assert all(finished[n] == p for n, p in kept.items())
     failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
     finished_params = list(finished.values())
-    assert all(t.params in finished_params for t in failed if t.params)  # re-run, not lost
+    # re-run, not lost (a trial killed while its params were being set holds only some)
+    assert all(any(t.params.items() <= p.items() for p in finished_params)
+               for t in failed if t.params)
     assert (tmp_path / "k.onnx").exists()
 
 

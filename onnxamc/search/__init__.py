@@ -3,11 +3,17 @@
 Knows Optuna, Policy and the layer table as data; never edits or runs a model.
 """
 
-from onnxamc.search.objective import AccuracyBound, LatencyBudget, Objective, make_objective
-from onnxamc.search.space import ACTIONS, LayerSlot, SearchSpace
+from onnxamc.search.agents import AGENTS, make_sampler
+from onnxamc.search.objective import (OBJECTIVES, AccuracyBound, AmcReward, LatencyBudget,
+                                      MultiObjective, Objective, Shaping, Weighted,
+                                      make_objective, parse_objective)
+from onnxamc.search.space import (ACTION_TABLE, ACTIONS, ActionSpec, LayerSlot, SearchSpace,
+                                  slots_from_layers)
 from onnxamc.search.storage import open_storage
 from onnxamc.search.study import SearchResult, best_trial, open_study, run_search
 
-__all__ = ["ACTIONS", "AccuracyBound", "LatencyBudget", "LayerSlot", "Objective",
-           "SearchResult", "SearchSpace", "best_trial", "make_objective", "open_storage",
-           "open_study", "run_search"]
+__all__ = ["ACTIONS", "ACTION_TABLE", "AGENTS", "AccuracyBound", "ActionSpec", "AmcReward",
+           "LatencyBudget", "LayerSlot", "MultiObjective", "OBJECTIVES", "Objective",
+           "SearchResult", "SearchSpace", "Shaping", "Weighted", "best_trial", "make_objective",
+           "make_sampler", "open_storage", "open_study", "parse_objective", "run_search",
+           "slots_from_layers"]

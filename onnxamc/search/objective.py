@@ -1,10 +1,19 @@
 """Objectives: what makes one measured policy better than another.
 
-Both are single-objective with a constraint (≤ 0 means feasible), which Optuna's
-TPE sampler models directly through trial constraints (`Trial.set_constraint`):
+Each has `directions` (one per value), `value(metrics)` (`values(metrics)` where there
+are several) and `constraint(metrics)` (≤ 0 means feasible), which Optuna's samplers
+model directly through trial constraints (`Trial.set_constraint`):
 
 - LatencyBudget: the best accuracy with latency ≤ `ratio` × the original's.
 - AccuracyBound: the lowest latency with an accuracy drop ≤ `max_drop`.
+- AmcReward: AMC's reward −error · log(resource), resource = effective MACs or latency,
+  with a resource target (resource-constrained) or an accuracy-drop bound
+  (accuracy-constrained).
+- Weighted: accuracy − λ · (latency/original + size/original).
+- MultiObjective: (accuracy, latency ratio, size ratio): the study keeps a Pareto front.
+
+`Shaping` adds to single objectives an optional diversity bonus and a penalty per
+removed layer; run_search supplies the `novelty` and `removed_layers` metrics.
 """
 
 from __future__ import annotations
@@ -16,10 +25,16 @@ from dataclasses import dataclass
 def _unsupported(metrics: dict) -> bool:
     """The target's runtime could not run the candidate: infeasible whatever else holds."""
     return metrics.get("supported") is False
+class SingleObjective:
+    """One value to optimise in `self.direction`."""
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return (self.direction,)
 
 
 @dataclass(frozen=True)
-class LatencyBudget:
+class LatencyBudget(SingleObjective):
     ratio: float
     direction: str = "maximize"
 
@@ -38,7 +53,7 @@ class LatencyBudget:
 
 
 @dataclass(frozen=True)
-class AccuracyBound:
+class AccuracyBound(SingleObjective):
     max_drop: float
     direction: str = "minimize"
 
@@ -56,7 +71,156 @@ class AccuracyBound:
         return math.inf if _unsupported(metrics) else metrics["accuracy_drop"] - self.max_drop
 
 
-Objective = LatencyBudget | AccuracyBound
+@dataclass(frozen=True)
+class AmcReward(SingleObjective):
+    """AMC (He et al. 2018): reward −error · log(resource). With `target` the resource
+    ratio must stay ≤ target (resource-constrained, what DDPG's action wall enforces);
+    with `max_drop` the accuracy drop is bounded instead (accuracy-constrained)."""
+
+    resource: str = "macs"  # "macs" (effective MACs from the layer table) or "latency"
+    target: float | None = None
+    max_drop: float | None = None
+    direction: str = "maximize"
+
+    @property
+    def label(self) -> str:
+        bound = f"{self.target:g}" if self.target is not None else f"drop{self.max_drop or 0:g}"
+        return f"amc-{self.resource}{bound}"
+
+    def describe(self) -> str:
+        bound = (f"{self.resource} <= {self.target:g} x original" if self.target is not None
+                 else f"accuracy drop <= {self.max_drop or 0:g}")
+        return f"AMC reward -error * log({self.resource}) with {bound}"
+
+    def value(self, metrics: dict) -> float:
+        if self.resource == "latency":
+            if _unsupported(metrics):
+                return -(1.0 - metrics["accuracy"]) * math.log(1e12)  # worse than any measured
+            amount = 1000.0 * metrics["latency"]["median_ms"]  # microseconds, > 1
+        else:
+            amount = metrics["effective_macs"]
+        return -(1.0 - metrics["accuracy"]) * math.log(max(amount, 1.0 + 1e-9))
+
+    def resource_ratio(self, metrics: dict) -> float:
+        return metrics["latency_ratio" if self.resource == "latency" else "effective_macs_ratio"]
+
+    def constraint(self, metrics: dict) -> float:
+        if _unsupported(metrics):
+            return math.inf
+        if self.target is not None:
+            return self.resource_ratio(metrics) - self.target
+        return metrics["accuracy_drop"] - (self.max_drop or 0.0)
+
+
+@dataclass(frozen=True)
+class Weighted(SingleObjective):
+    """accuracy − λ · (latency/original + size/original), optionally with a drop bound."""
+
+    lam: float = 0.5
+    max_drop: float | None = None
+    direction: str = "maximize"
+
+    @property
+    def label(self) -> str:
+        return f"weighted{self.lam:g}"
+
+    def describe(self) -> str:
+        return f"accuracy - {self.lam:g} x (latency ratio + size ratio)"
+
+    def value(self, metrics: dict) -> float:
+        return metrics["accuracy"] - self.lam * (metrics["latency_ratio"] + metrics["size_ratio"])
+
+    def constraint(self, metrics: dict) -> float:
+        if _unsupported(metrics):
+            return math.inf
+        return 0.0 if self.max_drop is None else metrics["accuracy_drop"] - self.max_drop
+
+
+@dataclass(frozen=True)
+class MultiObjective:
+    """(accuracy ↑, latency ratio ↓, size ratio ↓): the study's best trials are a Pareto
+    front; `max_drop` optionally marks trials losing more accuracy as infeasible."""
+
+    max_drop: float | None = None
+    names: tuple[str, ...] = ("accuracy", "latency_ratio", "size_ratio")
+    directions: tuple[str, ...] = ("maximize", "minimize", "minimize")
+
+    @property
+    def direction(self) -> str:
+        raise AttributeError("a multi-objective study has several directions")
+
+    @property
+    def label(self) -> str:
+        return "pareto"
+
+    def describe(self) -> str:
+        return "Pareto front of " + ", ".join(
+            f"{n} ({'max' if d == 'maximize' else 'min'})" for n, d in zip(self.names, self.directions))
+
+    def values(self, metrics: dict) -> list[float]:
+        return [float(metrics[n]) for n in self.names]
+
+    def constraint(self, metrics: dict) -> float:
+        if _unsupported(metrics):
+            return math.inf
+        return 0.0 if self.max_drop is None else metrics["accuracy_drop"] - self.max_drop
+
+
+@dataclass(frozen=True)
+class Shaping:
+    """Terms added to a single objective: a bonus for policies unlike those already
+    tried (mean L1 distance to the nearest one, in [0, 1]) and a penalty per removed
+    layer. Both default to off."""
+
+    diversity: float = 0.0
+    removal_penalty: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.diversity or self.removal_penalty)
+
+    def adjust(self, value: float, direction: str, metrics: dict) -> float:
+        bonus = (self.diversity * metrics.get("novelty", 0.0)
+                 - self.removal_penalty * metrics.get("removed_layers", 0))
+        return value + bonus if direction == "maximize" else value - bonus
+
+
+Objective = LatencyBudget | AccuracyBound | AmcReward | Weighted | MultiObjective
+OBJECTIVES = ("constrained", "amc", "amc-latency", "weighted", "pareto")
+
+
+def objective_values(objective: Objective, metrics: dict,
+                     shaping: Shaping | None = None) -> float | list[float]:
+    """What the study stores for `metrics`: one value, or one per direction."""
+    if len(objective.directions) > 1:
+        return objective.values(metrics)
+    value = objective.value(metrics)
+    return shaping.adjust(value, objective.direction, metrics) if shaping else value
+
+
+def parse_objective(spec: str | None, latency: float | None = None,
+                    max_drop: float | None = None) -> Objective:
+    """`constrained` (default) | `amc` | `amc-latency` | `weighted[:LAMBDA]` | `pareto`;
+    `latency` and `max_drop` give the target or bound where the objective takes one."""
+    name, _, arg = (spec or "constrained").partition(":")
+    if name == "constrained":
+        return make_objective(latency, max_drop)
+    if latency is not None and max_drop is not None:
+        raise ValueError("give either a latency budget or an accuracy-drop bound, not both")
+    if name in ("amc", "amc-latency"):
+        resource = "latency" if name == "amc-latency" else "macs"
+        if latency is None and max_drop is None:
+            latency = 0.5
+        return AmcReward(resource, latency, max_drop)
+    if name == "weighted":
+        try:
+            lam = float(arg) if arg else 0.5
+        except ValueError:
+            raise ValueError(f"weighted objective needs a number, e.g. weighted:0.5, got {spec!r}") from None
+        return Weighted(lam, max_drop)
+    if name == "pareto":
+        return MultiObjective(max_drop)
+    raise ValueError(f"unknown objective {spec!r}; use one of {', '.join(OBJECTIVES)}")
 
 
 def make_objective(latency: float | None = None, max_drop: float | None = None) -> Objective:

@@ -16,8 +16,12 @@ RDB_SCHEMES = ("sqlite://", "postgresql://", "postgresql+psycopg2://", "mysql://
 
 
 def open_storage(spec: str | Path):
-    """`path/to/file.journal` (any plain path) or an SQLAlchemy URL."""
+    """`path/to/file.journal` (any plain path), an SQLAlchemy URL, or `:memory:` (kept in
+    this process only: tests and benchmarks, where a journal's fsync per write costs
+    more than a synthetic trial)."""
     text = str(spec)
+    if text == ":memory:":
+        return optuna.storages.InMemoryStorage()
     if text.startswith(RDB_SCHEMES):
         try:
             return optuna.storages.RDBStorage(text, heartbeat_interval=60, grace_period=120)
