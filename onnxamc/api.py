@@ -40,6 +40,9 @@ TargetLike = str | Path | Target | None  # shipped name, TOML path; None: cpu-or
 DEFAULT_DATA = "fashion-mnist"
 DEFAULT_CALIBRATION = "fashion-mnist:calib"
 DEFAULT_CALIBRATION_SAMPLES = 256
+# Channel pruning and int8 are the actions that make onnxruntime faster; sparsity only
+# shrinks the zipped file, so it is opt-in (--actions prune,quant,sparsity).
+DEFAULT_ACTIONS = ("prune", "quant")
 CALIBRATION_BATCH = 32
 
 
@@ -233,7 +236,7 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
            calibration: DataLike | None = None, *, latency: float | None = None,
            max_drop: float | None = None, trials: int = 30, timeout: float | None = None,
            storage: str | Path | None = None, study: str | None = None,
-           output: str | Path | None = None, actions: Sequence[str] = ("quant", "sparsity"),
+           output: str | Path | None = None, actions: Sequence[str] = DEFAULT_ACTIONS,
            threads: int | None = None, eval_samples: int | None = None,
            calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES, latency_runs: int = 50,
            seed: int | None = 0, progress: bool = True, verify_runs: int = 200,
@@ -263,7 +266,8 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     info = _analyze(proto)
     try:
         goal = parse_objective(objective, latency, max_drop)
-        space = SearchSpace(slots_from_layers(info.layers), list(actions))
+        prunable = {n for n, fit in structural_fit(proto).items() if "keep" in fit}
+        space = SearchSpace(slots_from_layers(info.layers, prunable), list(actions))
         sampler = make_sampler(agent, space, goal, seed, trials)
     except ValueError as exc:
         raise SearchError(str(exc)) from None
@@ -275,12 +279,13 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     if calibration is None and not _is_fashion_mnist(data):
         calibration = data  # the user's data is the best calibration set we have
     calib = _lazy_calibration(proto, calibration, calibration_samples)
+    reconstruct = "prune" in space.actions  # least-squares refit: AMC's cheap recovery
     evaluator = Evaluator(proto, dataset, threads, latency_runs, target=target)
     original_size = serialized_size(proto)
 
     def evaluate_policy(policy: Policy) -> dict:
         try:
-            compressed = apply_policy(proto, policy, calib)
+            compressed = apply_policy(proto, policy, calib, reconstruct=reconstruct)
             metrics = evaluator.evaluate(compressed).to_dict()
             return {**metrics, "size_ratio": metrics["size_bytes"] / original_size}
         except OnnxAmcError:
@@ -310,7 +315,7 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     policy.meta = {"objective": goal.describe(), "agent": agent, "feasible": result.feasible,
                    "study": name, "storage": storage, "trial": result.best.number,
                    "metrics": best}
-    compressed = apply_policy(proto, policy, calib)
+    compressed = apply_policy(proto, policy, calib, reconstruct=reconstruct)
     onnx.checker.check_model(compressed)
     outcome.model_path = save_model(compressed, output)
     outcome.policy_path = policy.save(output.with_suffix(".policy.json"))
@@ -426,26 +431,33 @@ def _recover_by_training(result: CompressOutcome, proto, data, calibration, trai
     from onnxamc.recover import TrainConfig, train
 
     policy = result.search.policy
-    info = _analyze(proto)
-    float_policy = Policy({n: LayerAction(sparsity=a.sparsity) for n, a in policy.layers.items()})
-    bits = {n: a.bits for n, a in policy.layers.items() if a.bits != 32}
-    float_model = apply_policy(proto, float_policy)
+    float_policy = Policy({n: LayerAction(sparsity=a.sparsity, keep=a.keep, rank=a.rank,
+                                          remove=a.remove) for n, a in policy.layers.items()})
+    calib = _lazy_calibration(proto, calibration if calibration is not None else
+                              (None if _is_fashion_mnist(data) else data),
+                              options.get("calibration_samples", DEFAULT_CALIBRATION_SAMPLES))
+    float_model = apply_policy(proto, float_policy, calib,
+                               reconstruct=any(a.keep < 1 for a in policy.layers.values()))
+    float_info = _analyze(float_model)
+    bits = {n: a.bits for n, a in policy.layers.items()
+            if a.bits != 32 and n in float_info.layer_names}
     full = data_for(proto, train_data)
     cut = max(1, len(full) // 10)  # the last tenth validates (early stop), never trains
     train_set = full.take(len(full) - cut)
     val = Dataset({k: v[-cut:] for k, v in full.inputs.items()},
                   None if full.labels is None else full.labels[-cut:], "validation")
     config = TrainConfig(epochs=epochs, time_budget=train_seconds, lr=lr, distill_weight=distill,
-                         qat_bits={info.layer(n).weight: b for n, b in bits.items()} if qat else {},
+                         qat_bits={float_info.layer(n).weight: b for n, b in bits.items()
+                                   if b == 8} if qat else {},
                          threads=options.get("threads") or DEFAULT_THREADS, progress=progress)
     trained, result.train_report = train(float_model, train_set, config,
                                          val if val.labels is not None else None, teacher=proto)
     final = trained
     if bits:
-        bits_policy = Policy({n: LayerAction(bits=b) for n, b in bits.items()})
-        calib = _lazy_calibration(proto, calibration if calibration is not None else
-                                  (None if _is_fashion_mnist(data) else data),
-                                  options.get("calibration_samples", DEFAULT_CALIBRATION_SAMPLES))
+        quant_fields = ("bits", "granularity", "block_size", "weight_only", "accuracy_level",
+                        "dynamic", "mixed_low_bits_ratio", "share_bits")
+        bits_policy = Policy({n: LayerAction(**{f: getattr(policy.layers[n], f)
+                                                for f in quant_fields}) for n in bits})
         final = apply_policy(trained, bits_policy, calib)
     onnx.checker.check_model(final)
     dataset = data_for(proto, data, options.get("eval_samples"))

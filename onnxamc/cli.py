@@ -200,9 +200,11 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                       help="largest accuracy drop allowed (default 0.01 = 1 point)")
     p.add_argument("--trials", type=int, default=30, help="total trials of the study (default 30)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this long")
-    p.add_argument("--actions", default="quant,sparsity",
-                   help="actions to search, each with an optional range: quant[=32/8], "
-                        "sparsity[=LOW:HIGH[:STEP]] (default: quant,sparsity)")
+    p.add_argument("--actions", default="prune,quant",
+                   help="actions to search, each with an optional range: prune[=LOW:HIGH[:STEP]] "
+                        "(channel keep ratio, with least-squares reconstruction), "
+                        "quant[=32/8] (bits), sparsity[=LOW:HIGH[:STEP]] "
+                        "(default: prune,quant)")
     p.add_argument("--agent", default="tpe", help="search agent (Optuna sampler): tpe, random, "
                    "qmc, cmaes, gp, nsga2, ddpg, rl (default: tpe)")
     p.add_argument("--objective", help="constrained (default: --latency or --max-drop), amc, "

@@ -37,14 +37,17 @@ class LayerSlot:
     producer: str | None = None  # the layer whose output channels this layer reads
     feeds_layer: bool = True  # False for layers whose outputs leave the model (logits)
     features: tuple[float, ...] = ()  # Layer.features(): the raw AMC state
+    prunable: bool = True  # its channel group can lose channels (graph.groups says)
 
 
-def slots_from_layers(layers: Sequence[Any]) -> list[LayerSlot]:
+def slots_from_layers(layers: Sequence[Any],
+                      prunable: set[str] | None = None) -> list[LayerSlot]:
     """LayerSlots from graph Layer rows (read as data, duck-typed).
 
     The producer of a layer is estimated as the nearest earlier layer whose output
     channels match its input channels; it is only used to estimate how channel pruning
-    of one layer shrinks the MACs of the next.
+    of one layer shrinks the MACs of the next. `prunable` names the layers whose channel
+    group can be pruned (all, when not given).
     """
     slots, producers = [], {}
     for i, layer in enumerate(layers):
@@ -56,7 +59,8 @@ def slots_from_layers(layers: Sequence[Any]) -> list[LayerSlot]:
         slots.append(LayerSlot(layer.name, layer.op_type, int(layer.macs), int(layer.params),
                                int(layer.c_in), int(layer.c_out), depthwise,
                                producers[layer.name], layer.name in consumed,
-                               tuple(layer.features())))
+                               tuple(layer.features()),
+                               prunable is None or layer.name in prunable))
     return slots
 
 
@@ -110,7 +114,7 @@ def _quantizable(slot: LayerSlot) -> bool:
 
 
 def _channel_prunable(slot: LayerSlot) -> bool:
-    return slot.feeds_layer and not slot.depthwise
+    return slot.prunable and slot.feeds_layer and not slot.depthwise
 
 
 ACTION_TABLE: dict[str, ActionSpec] = {spec.name: spec for spec in (
@@ -118,7 +122,7 @@ ACTION_TABLE: dict[str, ActionSpec] = {spec.name: spec for spec in (
                macs_scale=lambda s: 1.0 - s),
     ActionSpec("quant", "bits", _quantizable, (FLOAT_BITS, 8), FLOAT_BITS, 8),
     ActionSpec("prune", "keep", _channel_prunable, FloatRange(0.25, 1.0, 0.05), 1.0, 0.7,
-               macs_scale=lambda k: k, shrinks_consumers=True, ready=False),
+               macs_scale=lambda k: k, shrinks_consumers=True),
 )}
 ACTIONS = tuple(name for name, spec in ACTION_TABLE.items() if spec.ready)
 
