@@ -1,6 +1,7 @@
 """Agents, objectives and the action table on a synthetic model (fast, deterministic),
 plus one search through api.search on the tiny CNN."""
 
+from dataclasses import replace
 import json
 import time
 
@@ -79,8 +80,9 @@ def test_action_table_is_one_entry_per_action():
     # keep shrinks the layer and the one reading its channels
     expected = 1 - (0.5 * 1_200_000 + 0.5 * 900_000) / sum(s.macs for s in toy_layers())
     assert space.macs_ratio(policy) == pytest.approx(expected)
-    with pytest.raises(ValueError, match="not available yet"):
-        toy_space(["prune"])
+    unprunable = [replace(slot, prunable=False) if slot.name == "l1" else slot
+                  for slot in toy_layers()]
+    assert "l1:keep" not in {p.name for p in SearchSpace(unprunable, ["prune"]).params()}
     with pytest.raises(ValueError, match="LOW:HIGH"):
         toy_space(["sparsity=0.8:0.1"])
     assert set(ACTION_TABLE) >= {"sparsity", "quant", "prune"}
