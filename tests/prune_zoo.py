@@ -9,7 +9,7 @@ inference take milliseconds.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
 
 import pytest
 import torch
@@ -234,17 +234,38 @@ def build(name: str) -> nn.Module:
     return module.eval()
 
 
-_EXPORTED: dict[str, Path] = {}
+class LazyZoo(Mapping):
+    """{name: value} that builds each value on first use, once per process (a pytest-xdist
+    worker exports only the zoo models its tests need)."""
+
+    def __init__(self, make):
+        self._make, self._done = make, {}
+
+    def __getitem__(self, name):
+        if name not in ZOO:
+            raise KeyError(name)
+        if name not in self._done:
+            self._done[name] = self._make(name)
+        return self._done[name]
+
+    def __iter__(self):
+        return iter(ZOO)
+
+    def __len__(self):
+        return len(ZOO)
+
+
+_PATHS: list[LazyZoo] = []
 
 
 @pytest.fixture(scope="session")
-def zoo_paths(tmp_path_factory) -> dict[str, Path]:
-    """Every zoo model exported once per test session: {name: ONNX path}. (Test modules
-    import this fixture; the cache makes them share one export.)"""
+def zoo_paths(tmp_path_factory) -> LazyZoo:
+    """Zoo models exported on first use: {name: ONNX path}. (Test modules import this
+    fixture; the module-level instance makes them share the exports.)"""
     from conftest import export
 
-    if not _EXPORTED:
+    if not _PATHS:
         folder = tmp_path_factory.mktemp("zoo")
-        _EXPORTED.update({name: export(build(name), shape, folder / f"{name}.onnx")
-                          for name, (_, shape) in ZOO.items()})
-    return dict(_EXPORTED)
+        _PATHS.append(LazyZoo(lambda name: export(build(name), ZOO[name][1],
+                                                  folder / f"{name}.onnx")))
+    return _PATHS[0]

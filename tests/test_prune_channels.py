@@ -16,12 +16,12 @@ from onnxamc.graph.groups import channel_groups, kept_count
 from onnxamc.passes import apply_policy
 from onnxamc.passes.prune_channels import apply_plan, choose_channels, prune_channels
 from onnxamc.policy import LayerAction, Policy
-from prune_zoo import ZOO, build, zoo_paths  # noqa: F401 (fixture)
+from prune_zoo import ZOO, LazyZoo, build, zoo_paths  # noqa: F401 (fixture)
 
 @pytest.fixture(scope="session")
 def zoo(zoo_paths):
-    """{name: (shape-inferred model, input shape)}."""
-    return {name: (load_model(path), ZOO[name][1]) for name, path in zoo_paths.items()}
+    """{name: (shape-inferred model, input shape)}, loaded on first use."""
+    return LazyZoo(lambda name: (load_model(zoo_paths[name]), ZOO[name][1]))
 
 
 def feed(shape, batch=3, seed=0):

@@ -206,6 +206,8 @@ def main(argv=None) -> int:
     parser.add_argument("--mobilenetv2", help="trained MobileNetV2 ONNX (default: bundled)")
     parser.add_argument("--runs", type=int, default=300, help="timed runs per model")
     parser.add_argument("--multiple", type=int, default=8, help="channel rounding multiple")
+    parser.add_argument("--models", default="resnet20,mobilenetv2",
+                        help="small models to run (default: %(default)s)")
     parser.add_argument("--skip-small", action="store_true")
     parser.add_argument("--skip-large", action="store_true")
     args = parser.parse_args(argv)
@@ -217,7 +219,7 @@ def main(argv=None) -> int:
               "x MACs | top-1 pruned | top-1 + reconstruction |")
         print("|---|---|---|---|---|---|---|---|")
         with tempfile.TemporaryDirectory() as tmp:
-            for name in ("resnet20", "mobilenetv2"):
+            for name in args.models.split(","):
                 for row in bench_small(name, getattr(args, name), args.runs, args.multiple,
                                        Path(tmp)):
                     print(row)
