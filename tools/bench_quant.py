@@ -103,6 +103,10 @@ def minilm_configs(layers) -> dict[str, Policy | str]:
         "MatMulNBits 4 bit, block 128": policy(layers, lambda l: nbits(128)),
         "int4 per-block 32 (QDQ)": policy(layers, lambda l: {"bits": 4, "granularity": "per-block",
                                                              "block_size": 32}),
+        "int8 static, ffn_out dynamic": policy(
+            layers, lambda l: {"bits": 8, "dynamic": l.name.endswith(".ffn_out")}),
+        "int8 static attention, dynamic FFN": policy(
+            layers, lambda l: {"bits": 8, "dynamic": ffn(l)}),
         "MatMulNBits 4 FFN + int8 dynamic attention": policy(
             layers, lambda l: nbits(32) if ffn(l) else {"bits": 8, "dynamic": True}),
         "mixed 8/4 channels (50%)": policy(layers, lambda l: {"bits": 8,
