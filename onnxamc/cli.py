@@ -534,36 +534,33 @@ def cmd_targets(args) -> int:
 
 
 def cmd_device_serve(args) -> int:
-    import time
-
     from onnxamc import api
 
     server = api.device_serve(args.host, args.port, args.tracker, args.key)
     where = f", registered with tracker {args.tracker} as {args.key!r}" if args.tracker else ""
     print(f"onnxamc device agent on {args.host}:{server.port}{where}; Ctrl-C stops it",
           flush=True)
+    return _run_until_stopped(server, "agent's server")
+
+
+def cmd_device_tracker(args) -> int:
+    from onnxamc import api
+
+    tracker = api.device_tracker(args.host, args.port)
+    print(f"tracker on {args.host}:{tracker.port}; Ctrl-C stops it", flush=True)
+    return _run_until_stopped(tracker, "tracker")
+
+
+def _run_until_stopped(server, what: str) -> int:
+    """Wait while TVM's server process lives; Ctrl-C (KeyboardInterrupt) stops it."""
+    import time
+
     try:
         while server.proc is not None and server.proc.is_alive():
             time.sleep(1)
     finally:
         server.terminate()
-    print("onnxamc: the agent's server process ended", file=sys.stderr)
-    return 1
-
-
-def cmd_device_tracker(args) -> int:
-    import time
-
-    from onnxamc import api
-
-    tracker = api.device_tracker(args.host, args.port)
-    print(f"tracker on {args.host}:{tracker.port}; Ctrl-C stops it", flush=True)
-    try:
-        while tracker.proc is not None and tracker.proc.is_alive():
-            time.sleep(1)
-    finally:
-        tracker.terminate()
-    print("onnxamc: the tracker process ended", file=sys.stderr)
+    print(f"onnxamc: the {what} process ended", file=sys.stderr)
     return 1
 
 
