@@ -62,3 +62,18 @@ def test_cli_sensitivity_writes_the_table(tiny_cnn, tmp_path, capsys):
     assert set(table.drops["fc"]) == {"int8", "bits=4,granularity=per-tensor"}
     assert "fc" in capsys.readouterr().out
     assert main(["sensitivity", str(tiny_cnn), "--actions", "int3"]) == 2
+
+
+def test_search_loads_the_table_the_sensitivity_command_writes(tmp_path):
+    """`onnxamc sensitivity -o t.json` then `onnxamc search --sensitivity t.json`."""
+    from onnxamc.search.priors import load_sensitivity
+
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({
+        "schema": "onnxamc.sensitivity/1", "fingerprint": "x", "reference_accuracy": 0.9,
+        "accuracy_kind": "top1",
+        "actions": {"int8": {"bits": 8}, "int4-per-block32": {"bits": 4, "granularity": "per-block",
+                                                                 "block_size": 32}},
+        "drops": {"conv1": {"int8": 0.001, "int4-per-block32": 0.02}, "fc": {"int8": None}},
+        "bits": {}, "meta": {}}))
+    assert load_sensitivity(path) == {"conv1": {"bits=8": 0.001}, "fc": {}}

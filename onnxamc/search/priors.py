@@ -33,6 +33,8 @@ def load_sensitivity(path: str | Path) -> dict[str, dict[str, float]]:
         raise SearchError(f"sensitivity table {str(path)!r} does not exist") from None
     except json.JSONDecodeError as exc:
         raise SearchError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    if isinstance(data, dict) and "drops" in data and "actions" in data:
+        data = {"layers": _from_sensitivity_command(data)}
     layers = data.get("layers") if isinstance(data, dict) else None
     if not isinstance(layers, dict):
         raise SearchError(f"{path}: expected {{\"layers\": {{name: {{\"bits=8\": drop, ...}}}}}}")
@@ -42,6 +44,23 @@ def load_sensitivity(path: str | Path) -> dict[str, dict[str, float]]:
                 and not isinstance(v, bool) for k, v in entries.items()):
             raise SearchError(f"{path}: layer {name!r} must map \"field=value\" to an "
                               "accuracy drop (a number)")
+    return layers
+
+
+def _from_sensitivity_command(data: dict) -> dict[str, dict[str, float]]:
+    """The table `onnxamc sensitivity -o` writes ({drops: {layer: {label: drop}},
+    actions: {label: fields}}), as {layer: {"field=value": drop}}: actions of one field
+    map onto a search parameter; combined ones (e.g. int4 per-block) have none."""
+    actions = data.get("actions") or {}
+    layers: dict[str, dict[str, float]] = {}
+    for name, drops in (data.get("drops") or {}).items():
+        entries = {}
+        for label, drop in (drops or {}).items():
+            fields = actions.get(label) or {}
+            if drop is not None and len(fields) == 1:
+                (field, value), = fields.items()
+                entries[f"{field}={value}"] = drop
+        layers[name] = entries
     return layers
 
 
