@@ -138,20 +138,26 @@ def _policy_plot(path, policy: Policy, layers):
 
     names = [l["name"] for l in layers]
     fig, ax = plt.subplots(figsize=(max(6.4, 0.28 * len(names)), 3.6), dpi=110)
+    keep = [policy.action(n).keep for n in names]
     sparsity = [policy.action(n).sparsity for n in names]
     bits = [policy.action(n).bits for n in names]
-    ax.bar(range(len(names)), sparsity, color="tab:blue", label="sparsity")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("sparsity")
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], keep, width=0.4, color="tab:blue", label="channels kept")
+    ax.bar([i + 0.2 for i in x], sparsity, width=0.4, color="tab:orange", label="sparsity")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("share")
     ax2 = ax.twinx()
-    ax2.plot(range(len(names)), bits, "o", c="tab:red", label="bits")
+    ax2.plot(list(x), bits, "o", c="tab:red", label="bits")
     ax2.set_ylabel("bits")
     ax2.set_ylim(0, FLOAT_BITS + 2)
-    ax.set_xticks(range(len(names)))
+    ax.set_xticks(list(x))
     ax.set_xticklabels(names, rotation=90, fontsize=7)
-    ax.set_title("chosen policy per layer")
-    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(handles, ["sparsity", "bits"], fontsize=8, loc="upper left")
+    ax.set_title("chosen policy per layer (a channel group keeps the largest of its layers' keep)",
+                 fontsize=9, pad=28)
+    handles, labels = ax.get_legend_handles_labels()
+    more, more_labels = ax2.get_legend_handles_labels()
+    ax.legend(handles + more, labels + more_labels, fontsize=8, loc="lower center",
+              bbox_to_anchor=(0.5, 1.08), ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -190,11 +196,15 @@ def _markdown(title, study, trials, policy, layers, before_after, plots) -> str:
     for plot in plots:
         lines += [f"![{plot.stem}]({plot.name})", ""]
     if policy is not None:
-        lines += ["## Policy per layer", "", "| layer | op | MACs | sparsity | bits |",
-                  "|---|---|---|---|---|"]
+        lines += ["## Policy per layer", "",
+                  "| layer | op | MACs | keep | sparsity | bits | other |",
+                  "|---|---|---|---|---|---|---|"]
+        shown = {"keep", "sparsity", "bits"}
         for l in layers:
             a = policy.action(l["name"])
-            lines.append(f"| {l['name']} | {l['op_type']} | {l['macs']:,} | {a.sparsity:.2f} | {a.bits} |")
+            other = ", ".join(f"{k}={v}" for k, v in a.to_dict().items() if k not in shown)
+            lines.append(f"| {l['name']} | {l['op_type']} | {l['macs']:,} | {a.keep:.2f} | "
+                         f"{a.sparsity:.2f} | {a.bits} | {other or '-'} |")
         lines.append("")
     return "\n".join(lines)
 
