@@ -35,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onnxamc",
-        description="ONNX model compression: per-layer sparsity and int8 quantization, "
-                    "searched against latency measured in onnxruntime.")
+        description="ONNX model compression: per-layer channel pruning, quantization, "
+                    "low-rank, sparsity and block removal, searched (AMC-style) against "
+                    "latency measured on the target in onnxruntime or TVM.")
     parser.add_argument("--version", action="version", version=f"onnxamc {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 

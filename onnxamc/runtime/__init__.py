@@ -1,4 +1,4 @@
-"""Running models: onnxruntime sessions and timing (TVM and remote devices later).
+"""Running models: onnxruntime sessions, TVM builds, remote devices, timing and energy.
 
 Knows nothing of policies or search: it runs ModelProtos and feeds.
 """
