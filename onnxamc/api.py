@@ -430,7 +430,7 @@ class CompressOutcome:
 def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
              calibration: DataLike | None = None, *, train_data: DataLike | None = None,
              input_shape: Sequence[int] | str | None = None, weights: str | Path | None = None,
-             epochs: float = 1.0, train_seconds: float | None = None, lr: float = 0.01,
+             epochs: float = 1.0, train_seconds: float | None = None, lr: float = 0.002,
              distill: float = 0.5, qat: bool = True, report: bool = True,
              report_dir: str | Path | None = None, output: str | Path | None = None,
              progress: bool = True, **search_options: Any) -> CompressOutcome:

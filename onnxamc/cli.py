@@ -123,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "as --data, e.g. fashion-mnist:train)")
     p.add_argument("--epochs", type=float, default=1.0, help="fine-tuning epochs (default 1)")
     p.add_argument("--train-seconds", type=float, help="fine-tuning time budget in seconds")
-    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (default 0.01)")
+    p.add_argument("--lr", type=float, default=0.002,
+                   help="fine-tuning learning rate (default 0.002: BatchNorm-folded models "
+                        "diverge at 0.01)")
     p.add_argument("--distill", type=float, default=0.5,
                    help="weight of distillation from the original, 0..1 (default 0.5)")
     p.add_argument("--no-qat", action="store_true", help="fine-tune in float, quantize after")

@@ -31,7 +31,7 @@ class TrainConfig:
     epochs: float = 1.0
     time_budget: float | None = None  # seconds; stops early when spent
     batch_size: int = 64
-    lr: float = 0.01
+    lr: float = 0.002  # BatchNorm is folded into the convs: larger rates diverge
     momentum: float = 0.9
     weight_decay: float = 5e-4
     patience: int = 3  # validations without improvement before stopping
