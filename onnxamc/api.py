@@ -431,14 +431,17 @@ def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
              calibration: DataLike | None = None, *, train_data: DataLike | None = None,
              input_shape: Sequence[int] | str | None = None, weights: str | Path | None = None,
              epochs: float = 1.0, train_seconds: float | None = None, lr: float = 0.002,
-             distill: float = 0.5, qat: bool = True, report: bool = True,
+             distill: float = 0.5, feature_distill: float = 0.0, qat: bool = True,
+             report: bool = True,
              report_dir: str | Path | None = None, output: str | Path | None = None,
              progress: bool = True, **search_options: Any) -> CompressOutcome:
     """Convert (if given a torch entry point), search, recover, verify, report.
 
     Recovery: with `train_data`, the float part of the best policy is fine-tuned with
     distillation from the original (`distill` weight) and quantization-aware training for
-    the quantized layers, then quantized; the result is kept only if it beats plain
+    the quantized layers, then quantized (`feature_distill`, or a layer's `distill` in the
+    policy, also matches that layer's output to the original's where its shape is kept);
+    the result is kept only if it beats plain
     post-training compression on the evaluation data. Without it, the searched model
     stands as it is.
     """
@@ -459,7 +462,7 @@ def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
                            "compressed": found.compressed.to_dict()}
     if train_data is not None:
         _recover_by_training(result, proto, data, calibration, train_data, epochs, train_seconds,
-                             lr, distill, qat, progress, search_options)
+                             lr, distill, feature_distill, qat, progress, search_options)
     if report:
         from onnxamc.report import write_report
 
@@ -473,7 +476,8 @@ def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
 
 
 def _recover_by_training(result: CompressOutcome, proto, data, calibration, train_data, epochs,
-                         train_seconds, lr, distill, qat, progress, options) -> None:
+                         train_seconds, lr, distill, feature_distill, qat, progress,
+                         options) -> None:
     from onnxamc.policy import LayerAction
     from onnxamc.recover import TrainConfig, train
 
@@ -496,6 +500,8 @@ def _recover_by_training(result: CompressOutcome, proto, data, calibration, trai
     config = TrainConfig(epochs=epochs, time_budget=train_seconds, lr=lr, distill_weight=distill,
                          qat_bits={float_info.layer(n).weight: b for n, b in bits.items()
                                    if b == 8} if qat else {},
+                         feature_weights=_feature_weights(float_model, proto, policy,
+                                                          feature_distill),
                          threads=options.get("threads") or DEFAULT_THREADS, progress=progress)
     trained, result.train_report = train(float_model, train_set, config,
                                          val if val.labels is not None else None, teacher=proto)
@@ -517,6 +523,20 @@ def _recover_by_training(result: CompressOutcome, proto, data, calibration, trai
     if tuned.accuracy >= ptq.accuracy:
         save_model(final, result.model_path)
         result.kept = label.removeprefix("compressed + ")
+
+
+def _feature_weights(model: onnx.ModelProto, teacher: onnx.ModelProto, policy: Policy,
+                     uniform: float = 0.0) -> dict[str, float]:
+    """{output tensor of a layer: its distillation weight} (the policy's `distill`, or
+    `uniform` for every layer), for tensors the teacher computes too; the training skips
+    those whose shape pruning changed."""
+    from onnxamc.graph import node_names
+
+    outputs = {name: node.output[0] for name, node in zip(node_names(model), model.graph.node)}
+    in_teacher = {o for node in teacher.graph.node for o in node.output}
+    weights = {name: a.distill or uniform for name, a in policy.layers.items()}
+    return {outputs[n]: w for n, w in weights.items()
+            if w > 0 and n in outputs and outputs[n] in in_teacher}
 
 
 def report(storage: str | Path, directory: str | Path, study: str | None = None,

@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "diverge at 0.01)")
     p.add_argument("--distill", type=float, default=0.5,
                    help="weight of distillation from the original, 0..1 (default 0.5)")
+    p.add_argument("--feature-distill", type=float, default=0.0, metavar="W",
+                   help="also match each layer's output to the original's (MSE, weight W) where "
+                        "pruning kept its shape; a policy's per-layer 'distill' overrides it")
     p.add_argument("--no-qat", action="store_true", help="fine-tune in float, quantize after")
     p.add_argument("--report-dir", help="report folder (default: OUTPUT-report/)")
     p.add_argument("--no-report", action="store_true", help="write no report")
@@ -419,6 +422,7 @@ def cmd_compress(args) -> int:
             args.model, args.data, args.calibration, train_data=args.train_data,
             input_shape=args.input_shape, weights=args.weights, epochs=args.epochs,
             train_seconds=args.train_seconds, lr=args.lr, distill=args.distill,
+            feature_distill=args.feature_distill,
             qat=not args.no_qat, report=not args.no_report, report_dir=args.report_dir,
             output=args.output, progress=not args.no_progress, **_search_kwargs(args))
     except KeyboardInterrupt:

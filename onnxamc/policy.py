@@ -48,6 +48,7 @@ class LayerAction:
     dynamic: bool = False  # int8 with activations quantized at run time, no calibration
     mixed_low_bits_ratio: float = 0.0  # share of output channels at 4 bits, the rest at `bits`
     share_bits: int = 0  # weight sharing: k-means into 2**share_bits centroids (0 = off)
+    distill: float = 0.0  # feature-distillation weight of this layer's output in training
 
     @property
     def is_identity(self) -> bool:
@@ -90,6 +91,10 @@ class LayerAction:
         if not isinstance(self.remove, bool):
             raise PolicyError(f"layer {layer!r}: remove must be true or false, got "
                               f"{self.remove!r}")
+        if isinstance(self.distill, bool) or not isinstance(self.distill, (int, float)) \
+                or not 0.0 <= self.distill <= 100.0:
+            raise PolicyError(f"layer {layer!r}: distill must be a weight in [0, 100], "
+                              f"got {self.distill!r}")
         if op_type is not None and self.rank < 1.0 and op_type not in LOW_RANK_OPS:
             raise PolicyError(f"layer {layer!r}: rank={self.rank} is not supported for "
                               f"{op_type} layers (low-rank: {', '.join(LOW_RANK_OPS)})")

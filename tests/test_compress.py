@@ -104,3 +104,20 @@ def test_pareto_front_is_non_dominated():
     others = set(range(len(points))) - set(front)
     for j in others:  # everything else is dominated by some front point
         assert any(points[i][0] <= points[j][0] and points[i][1] >= points[j][1] for i in front)
+
+
+def test_compress_with_feature_distillation(tiny_cnn, tmp_path):
+    from onnxamc.api import _feature_weights
+    from onnxamc.graph import load_model
+    from onnxamc.policy import LayerAction, Policy
+
+    model = load_model(tiny_cnn)
+    names = [l.name for l in api.analyze(tiny_cnn).layers]
+    policy = Policy({names[0]: LayerAction(distill=2.0), names[1]: LayerAction()})
+    weights = _feature_weights(model, model, policy, uniform=0.5)
+    assert sorted(weights.values()) == [0.5, 2.0] and all(isinstance(k, str) for k in weights)
+    result = api.compress(tiny_cnn, "digits", train_data="digits", trials=2, epochs=1,
+                          feature_distill=0.5, eval_samples=200, calibration_samples=32,
+                          latency_runs=5, verify_runs=10, output=tmp_path / "f.onnx",
+                          progress=False, report=False)
+    assert result.train_report.steps > 0 and (tmp_path / "f.onnx").exists()

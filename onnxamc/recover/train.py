@@ -67,7 +67,8 @@ def train(student: onnx.ModelProto, data: Dataset, config: TrainConfig,
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    features = [t for t, w in config.feature_weights.items() if w > 0]
+    model_outputs = {o.name for o in student.graph.output}  # logits are distilled already
+    features = [t for t, w in config.feature_weights.items() if w > 0 and t not in model_outputs]
     bridge = to_torch(student, features)
     module = bridge.module
     teacher_module = None
