@@ -108,3 +108,28 @@ def test_fgsm_robustness_metric(tiny_cnn, tmp_path):
     assert 0 <= attacked.extra["robust_accuracy"] <= 1
     none, = api.bench([tiny_cnn], "digits", runs=5, limit=400, fgsm_epsilon=0.0)
     assert none.extra["robust_accuracy"] == none.accuracy  # ε = 0 changes nothing
+
+
+def test_only_weights_train_clip_bounds_and_shapes_stay(tmp_path):
+    """MobileNet's ReLU6 is Clip(x, 0, 6) with the bounds as initializers: training them
+    wrecked the model (7% after one epoch at lr 5e-4); only weights may move."""
+    import torch.nn.functional as F  # noqa: F401  (torch is imported by importorskip)
+
+    from onnxamc.recover.bridge import trainable_initializers
+
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU6(), torch.nn.Flatten(),
+                                 torch.nn.Linear(4 * 6 * 6, 3))
+    from onnxamc.export import export_torch
+
+    path = tmp_path / "m.onnx"
+    export_torch(module, (2, 1, 8, 8), path)
+    model = load_model(path)
+    clip_inputs = {i for n in model.graph.node if n.op_type == "Clip" for i in n.input[1:]}
+    inits = {i.name for i in model.graph.initializer}
+    trainable = trainable_initializers(model)
+    assert {l.weight for l in analyze(model).layers} <= trainable
+    assert not (clip_inputs & inits & trainable)
+    bridge = to_torch(model)
+    frozen = {bridge.parameters[n] for n, p in bridge.module.named_parameters()
+              if not p.requires_grad and n in bridge.parameters}
+    assert clip_inputs & inits <= frozen

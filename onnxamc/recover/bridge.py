@@ -24,6 +24,7 @@ class TorchBridge:
     module: "torch.nn.Module"  # noqa: F821 (torch is imported lazily)
     parameters: dict[str, str]  # torch parameter name -> ONNX initializer name
     features: list[str] = field(default_factory=list)  # extra outputs after the model's own
+    trainable: set[str] = field(default_factory=set)  # ONNX names of weights worth training
 
     def onnx_weights(self) -> dict[str, np.ndarray]:
         """Current values of the trainable initializers, by ONNX name."""
@@ -55,7 +56,38 @@ def to_torch(model: onnx.ModelProto, feature_tensors: Sequence[str] = ()) -> Tor
     except Exception as exc:
         raise ModelError(f"cannot convert the model to torch: {str(exc).splitlines()[0]}") from None
     params = {name: names[name] for name, _ in module.named_parameters() if name in names}
-    return TorchBridge(module, params, list(feature_tensors))
+    trainable = trainable_initializers(graph_model)
+    for name, param in module.named_parameters():  # Clip bounds, shapes, scales stay fixed
+        param.requires_grad_(params.get(name) in trainable)
+    return TorchBridge(module, params, list(feature_tensors), trainable)
+
+
+# op type -> input positions that hold learnable weights
+LEARNABLE_INPUTS = {
+    "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,), "Add": (0, 1),
+    "BatchNormalization": (1, 2), "InstanceNormalization": (1, 2),
+    "LayerNormalization": (1, 2), "GroupNormalization": (1, 2), "PRelu": (1,),
+}
+
+
+def trainable_initializers(model: onnx.ModelProto) -> set[str]:
+    """Initializers that are weights, biases or normalization scales: everything else
+    (Clip bounds, Reshape shapes, quantization scales) must not drift in training."""
+    inits = {i.name for i in model.graph.initializer}
+    out = set()
+    for node in model.graph.node:
+        for pos in LEARNABLE_INPUTS.get(node.op_type, ()):
+            if pos < len(node.input) and node.input[pos] in inits:
+                if node.op_type == "Add" and not _is_bias_add(model, node, pos):
+                    continue
+                out.add(node.input[pos])
+    return out
+
+
+def _is_bias_add(model: onnx.ModelProto, node: onnx.NodeProto, pos: int) -> bool:
+    """An Add of a constant vector after a MatMul: the bias of an exported Linear."""
+    other = node.input[1 - pos]
+    return any(n.op_type == "MatMul" and other in n.output for n in model.graph.node)
 
 
 def write_back(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
