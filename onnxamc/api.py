@@ -131,9 +131,13 @@ def apply(model: ModelLike, policy: Policy | str | Path,
     return out
 
 
-def _lazy_calibration(model: onnx.ModelProto, calibration: DataLike | None, samples: int):
-    """Calibration feeds, loaded only when a policy quantizes. Without a choice, the
-    bundled Fashion-MNIST calibration subset, with a hint when it does not fit."""
+def _lazy_calibration(model: onnx.ModelProto, calibration: DataLike | None, samples: int,
+                      data: DataLike | None = None):
+    """Calibration feeds, loaded only when a policy quantizes or reconstructs. Without a
+    choice: the user's evaluation `data` (the best calibration set we have), or for the
+    bundled Fashion-MNIST its calibration subset, with a hint when that does not fit."""
+    if calibration is None and data is not None and not _is_fashion_mnist(data):
+        calibration = data
     loaded: list[Dataset] = []
 
     def feeds():
@@ -279,9 +283,7 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     name = study or f"{output.stem}-{goal.label}" + (
         "" if target.name == DEFAULT_TARGET else f"-{target.name}")
     dataset = data_for(proto, data, eval_samples)
-    if calibration is None and not _is_fashion_mnist(data):
-        calibration = data  # the user's data is the best calibration set we have
-    calib = _lazy_calibration(proto, calibration, calibration_samples)
+    calib = _lazy_calibration(proto, calibration, calibration_samples, data)
     reconstruct = "prune" in space.actions  # least-squares refit: AMC's cheap recovery
     evaluator = Evaluator(proto, dataset, threads, latency_runs, target=target)
     original_size = serialized_size(proto)
@@ -390,9 +392,7 @@ def sensitivity(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     if unknown:
         raise PolicyError(f"not layers of this model: {', '.join(unknown)}")
     evaluator = Evaluator(proto, data_for(proto, data, eval_samples), threads)
-    if calibration is None and not _is_fashion_mnist(data):
-        calibration = data  # as search does: the user's data is the best calibration set
-    calib = _lazy_calibration(proto, calibration, calibration_samples)
+    calib = _lazy_calibration(proto, calibration, calibration_samples, data)
     table = SensitivityTable(info.fingerprint, evaluator.reference_accuracy,
                              evaluator.accuracy_kind, actions,
                              meta={"eval_samples": len(evaluator.data),
@@ -484,9 +484,8 @@ def _recover_by_training(result: CompressOutcome, proto, data, calibration, trai
     policy = result.search.policy
     float_policy = Policy({n: LayerAction(sparsity=a.sparsity, keep=a.keep, rank=a.rank,
                                           remove=a.remove) for n, a in policy.layers.items()})
-    calib = _lazy_calibration(proto, calibration if calibration is not None else
-                              (None if _is_fashion_mnist(data) else data),
-                              options.get("calibration_samples", DEFAULT_CALIBRATION_SAMPLES))
+    calib = _lazy_calibration(proto, calibration,
+                              options.get("calibration_samples", DEFAULT_CALIBRATION_SAMPLES), data)
     float_model = apply_policy(proto, float_policy, calib,
                                reconstruct=any(a.keep < 1 for a in policy.layers.values()))
     float_info = _analyze(float_model)
