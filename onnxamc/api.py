@@ -251,7 +251,7 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
            sensitivity: str | Path | None = None, predictor: bool = False,
            warm_start: Policy | str | Path | None = None,
            warm_start_from: ModelLike = None, shaping: Shaping | None = None,
-           target: TargetLike = None) -> SearchOutcome:
+           target: TargetLike = None, pick: str | None = None) -> SearchOutcome:
     """Search per-layer policies with an agent (Optuna sampler), measuring latency on
     `target`, then write the best policy and its model.
 
@@ -264,7 +264,9 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     candidates an accuracy regression predicts to be far worse. `warm_start` is a
     policy tried first; with `warm_start_from` (the model it was found for) it is
     transferred to this model's layers by type and relative depth. `shaping` adds a
-    diversity bonus and a penalty per removed layer to single objectives.
+    diversity bonus and a penalty per removed layer to single objectives. `pick` (with
+    objective "pareto") chooses the policy written from the front: "drop<=0.01",
+    "latency<=0.5", "size<=0.3" or "knee" (see search.pick).
     Running it again with the same storage and study continues where it stopped.
     """
     target = load_target(target, threads)
@@ -272,7 +274,7 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     proto = load(model)
     info = _analyze(proto)
     try:
-        goal = parse_objective(objective, latency, max_drop)
+        goal = parse_objective(objective, latency, max_drop, pick)
         prunable = {n for n, fit in structural_fit(proto).items() if "keep" in fit}
         space = SearchSpace(slots_from_layers(info.layers, prunable), list(actions))
         sampler = make_sampler(agent, space, goal, seed, trials)

@@ -215,6 +215,10 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                    "qmc, cmaes, gp, nsga2, ddpg, rl (default: tpe)")
     p.add_argument("--objective", help="constrained (default: --latency or --max-drop), amc, "
                    "amc-latency, weighted[:LAMBDA], pareto")
+    p.add_argument("--pick", metavar="RULE", help="with --objective pareto: which policy of "
+                   "the front to write: drop<=D (fastest losing at most D; default: "
+                   "--max-drop or 0.01), latency<=R or size<=R (most accurate within the "
+                   "ratio), knee")
     p.add_argument("--sensitivity", metavar="JSON", help="per-layer sensitivity table "
                    "{\"layers\": {name: {\"bits=8\": drop, ...}}}: its policies are tried first")
     p.add_argument("--predictor", action="store_true",
@@ -241,7 +245,7 @@ def _search_kwargs(args) -> dict:
                 seed=args.seed, agent=args.agent, objective=args.objective,
                 sensitivity=args.sensitivity, predictor=args.predictor,
                 warm_start=args.warm_start, warm_start_from=args.warm_start_from,
-                target=args.target)
+                target=args.target, pick=args.pick)
 
 
 def _calibration_args(p: argparse.ArgumentParser, with_method: bool = True) -> None:

@@ -26,6 +26,7 @@ from onnxamc.passes import apply_policy, structural_fit
 from onnxamc.policy import LayerAction, Policy
 from onnxamc.recover import TrainConfig, train
 
+RECOVERIES = ("fine-tune", "fine-tune + KD", "KD + QAT")
 KEEPS = (0.9, 0.75, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2)
 
 
@@ -45,6 +46,9 @@ def main() -> None:
     ap.add_argument("--train-limit", type=int, help="train on the first N training images")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--recoveries", nargs="+", default=list(RECOVERIES), choices=RECOVERIES,
+                    help="training recoveries to run (none and reconstruction always run)")
+    ap.add_argument("--lr", type=float, default=0.002)
     args = ap.parse_args()
 
     rows = []
@@ -84,9 +88,9 @@ def main() -> None:
                                         qat_bits={analyze(original).layer(n).weight: 8
                                                   for n in bits}),
             }.items():
-                if label == "KD + QAT" and not bits:
+                if label not in args.recoveries or (label == "KD + QAT" and not bits):
                     continue
-                config.threads, config.progress = args.threads, False
+                config.threads, config.progress, config.lr = args.threads, False, args.lr
                 start = time.time()
                 start_model = apply_policy(original, float_policy, feeds, reconstruct=True)
                 trained, report = train(start_model, train_set, config, val, teacher=original)
@@ -95,7 +99,8 @@ def main() -> None:
                                            feeds)
                 variants[label] = trained
                 print(f"{name} x{speedup:g} {label}: {report.steps} steps, "
-                      f"{time.time() - start:.0f} s", flush=True)
+                      f"{time.time() - start:.0f} s, best val {report.best_val_accuracy}, "
+                      f"stopped: {report.stopped_because}", flush=True)
             results = compare([original] + list(variants.values()), evaluation, args.threads,
                               runs=args.runs)
             for label, m in zip(variants, results[1:]):

@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from onnxamc.search.pick import PickRule, parse_pick
+
 
 def _unsupported(metrics: dict) -> bool:
     """The target's runtime could not run the candidate: infeasible whatever else holds."""
@@ -139,9 +141,12 @@ class Weighted(SingleObjective):
 @dataclass(frozen=True)
 class MultiObjective:
     """(accuracy ↑, latency ratio ↓, size ratio ↓): the study's best trials are a Pareto
-    front; `max_drop` optionally marks trials losing more accuracy as infeasible."""
+    front; `max_drop` optionally marks trials losing more accuracy as infeasible; `pick`
+    is the rule that chooses the one policy written at the end (default: the fastest
+    within `max_drop`, or within 1 point)."""
 
     max_drop: float | None = None
+    pick: PickRule | None = None
     names: tuple[str, ...] = ("accuracy", "latency_ratio", "size_ratio")
     directions: tuple[str, ...] = ("maximize", "minimize", "minimize")
 
@@ -154,8 +159,9 @@ class MultiObjective:
         return "pareto"
 
     def describe(self) -> str:
-        return "Pareto front of " + ", ".join(
+        front = "Pareto front of " + ", ".join(
             f"{n} ({'max' if d == 'maximize' else 'min'})" for n, d in zip(self.names, self.directions))
+        return front + (f"; pick {self.pick.describe()}" if self.pick else "")
 
     def values(self, metrics: dict) -> list[float]:
         return [float(metrics[n]) for n in self.names]
@@ -199,10 +205,13 @@ def objective_values(objective: Objective, metrics: dict,
 
 
 def parse_objective(spec: str | None, latency: float | None = None,
-                    max_drop: float | None = None) -> Objective:
+                    max_drop: float | None = None, pick: str | None = None) -> Objective:
     """`constrained` (default) | `amc` | `amc-latency` | `weighted[:LAMBDA]` | `pareto`;
-    `latency` and `max_drop` give the target or bound where the objective takes one."""
+    `latency` and `max_drop` give the target or bound where the objective takes one;
+    `pick` (pareto only) the rule that chooses one policy from the front."""
     name, _, arg = (spec or "constrained").partition(":")
+    if pick is not None and name != "pareto":
+        raise ValueError("--pick chooses from a Pareto front: use it with --objective pareto")
     if name == "constrained":
         return make_objective(latency, max_drop)
     if latency is not None and max_drop is not None:
@@ -219,7 +228,7 @@ def parse_objective(spec: str | None, latency: float | None = None,
             raise ValueError(f"weighted objective needs a number, e.g. weighted:0.5, got {spec!r}") from None
         return Weighted(lam, max_drop)
     if name == "pareto":
-        return MultiObjective(max_drop)
+        return MultiObjective(max_drop, parse_pick(pick, max_drop))
     raise ValueError(f"unknown objective {spec!r}; use one of {', '.join(OBJECTIVES)}")
 
 

@@ -21,6 +21,7 @@ from onnxamc.errors import EvaluationError, SearchError
 from onnxamc.policy import Policy
 from onnxamc.search.objective import Objective, Shaping, objective_values
 from onnxamc.search.pareto import pareto_indices
+from onnxamc.search.pick import parse_pick
 from onnxamc.search.space import SearchSpace
 from onnxamc.search.storage import open_storage
 
@@ -230,21 +231,20 @@ def _evaluated(study: optuna.Study) -> int:
 
 
 def best_trial(study: optuna.Study, objective: Objective):
-    """The best feasible trial; if none is feasible, the least infeasible one. For a
-    multi-objective study: the front's member with the lowest latency among those
-    within the objective's drop bound (1 point by default), else the most accurate."""
+    """(trial, whether it meets the goal): the best feasible trial; if none is feasible,
+    the least infeasible one. For a multi-objective study: the member of the front that
+    the objective's pick rule chooses (search.pick; by default the fastest within its
+    drop bound, 1 point unless given)."""
     trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
               if CONSTRAINT in t.constraints]
     if not trials:
         return None
     feasible = [t for t in trials if t.constraints[CONSTRAINT] <= 0]
     if feasible and len(objective.directions) > 1:
-        metrics = [t.user_attrs.get("metrics", {}) for t in feasible]
-        bound = getattr(objective, "max_drop", None) or 0.01
-        close = [(m.get("latency_ratio", math.inf), t.number, t)
-                 for t, m in zip(feasible, metrics) if m.get("accuracy_drop", math.inf) <= bound]
-        if close:
-            return min(close, key=lambda x: x[:2])[2], True
+        rule = getattr(objective, "pick", None) or parse_pick(None, objective.max_drop)
+        picked = rule.choose([t.user_attrs.get("metrics", {}) for t in feasible])
+        if picked is not None:
+            return feasible[picked[0]], picked[1]
         return max(feasible, key=lambda t: (t.values[0], -t.number)), True
     if feasible:
         sign = -1 if objective.direction == "maximize" else 1

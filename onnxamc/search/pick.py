@@ -1,0 +1,95 @@
+"""Picking one policy from a Pareto front by a rule the user states (`--pick`).
+
+A multi-objective search ends with many good policies; deployment needs one. The rules
+read the metrics each trial measured:
+
+    drop<=D      the fastest policy losing at most D accuracy (0.01 = 1 point; the default)
+    latency<=R   the most accurate policy at latency ratio <= R
+    size<=R      the most accurate policy at size ratio <= R
+    knee         the point of the accuracy/latency front farthest from the line joining
+                 its two ends: where extra speed starts to cost much accuracy
+
+When no policy meets a bound, the one closest to it is picked and reported as not
+meeting the rule. Pure data: no Optuna, no models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from onnxamc.search.pareto import pareto_indices
+
+PICK_RULES = ("drop<=D", "latency<=R", "size<=R", "knee")
+_BOUNDED = {"drop": "accuracy_drop", "latency": "latency_ratio", "size": "size_ratio"}
+
+
+@dataclass(frozen=True)
+class PickRule:
+    kind: str  # drop | latency | size | knee
+    bound: float | None = None
+
+    def describe(self) -> str:
+        return self.kind if self.bound is None else f"{self.kind}<={self.bound:g}"
+
+    def choose(self, metrics: Sequence[dict]) -> tuple[int, bool] | None:
+        """(index of the chosen metrics, whether it meets the rule); None if empty."""
+        rows = [i for i, m in enumerate(metrics)
+                if _finite(m.get("accuracy")) and _finite(m.get("latency_ratio"))]
+        if not rows:
+            return None
+        if self.kind == "knee":
+            return _knee(rows, metrics), True
+        key = _BOUNDED[self.kind]
+        fits = [i for i in rows if _finite(m := metrics[i].get(key)) and m <= self.bound]
+        if not fits:  # nearest to the bound, then the most accurate
+            return min(rows, key=lambda i: (metrics[i].get(key, math.inf),
+                                            -metrics[i]["accuracy"])), False
+        if self.kind == "drop":
+            return min(fits, key=lambda i: (metrics[i]["latency_ratio"],
+                                            -metrics[i]["accuracy"])), True
+        return max(fits, key=lambda i: (metrics[i]["accuracy"],
+                                        -metrics[i]["latency_ratio"])), True
+
+
+def parse_pick(spec: str | None, default_drop: float | None = None) -> PickRule:
+    """`drop<=0.01`, `latency<=0.5`, `size<=0.3` or `knee`; None: drop within
+    `default_drop` (1 point when that is None too)."""
+    if spec is None:
+        return PickRule("drop", 0.01 if default_drop is None else default_drop)
+    text = spec.replace(" ", "").lower()
+    if text == "knee":
+        return PickRule("knee")
+    kind, sep, raw = text.partition("<=")
+    if not sep or kind not in _BOUNDED:
+        raise ValueError(f"unknown pick rule {spec!r}; use one of {', '.join(PICK_RULES)}")
+    try:
+        bound = float(raw)
+    except ValueError:
+        raise ValueError(f"pick rule {spec!r} needs a number after '<='") from None
+    if not math.isfinite(bound) or bound < 0 or (kind == "drop" and bound >= 1):
+        raise ValueError(f"pick rule {spec!r}: bound out of range")
+    return PickRule(kind, bound)
+
+
+def _knee(rows: list[int], metrics: Sequence[dict]) -> int:
+    points = [(metrics[i]["accuracy"], metrics[i]["latency_ratio"]) for i in rows]
+    front = sorted((rows[j] for j in pareto_indices(points, ("maximize", "minimize"))),
+                   key=lambda i: metrics[i]["latency_ratio"])
+    if len(front) <= 2:  # no bend: the most accurate
+        return max(front, key=lambda i: metrics[i]["accuracy"])
+    lat = [metrics[i]["latency_ratio"] for i in front]
+    acc = [metrics[i]["accuracy"] for i in front]
+    span_l, span_a = (max(lat) - min(lat)) or 1.0, (max(acc) - min(acc)) or 1.0
+    xs = [(v - min(lat)) / span_l for v in lat]
+    ys = [(v - min(acc)) / span_a for v in acc]
+    (x0, y0), (x1, y1) = (xs[0], ys[0]), (xs[-1], ys[-1])
+    norm = math.hypot(x1 - x0, y1 - y0) or 1.0
+    distance = [abs((y1 - y0) * x - (x1 - x0) * y + x1 * y0 - y1 * x0) / norm
+                for x, y in zip(xs, ys)]
+    return front[max(range(len(front)), key=distance.__getitem__)]
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
