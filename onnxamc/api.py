@@ -420,32 +420,38 @@ def sensitivity(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
 
 @dataclass
 class CompressOutcome:
-    search: SearchOutcome
+    search: SearchOutcome | None  # None when a given policy was applied without a search
     model_path: Path | None
     policy_path: Path | None
     before_after: dict[str, dict]
+    policy: Policy | None = None
     report: Any = None  # report.ReportFiles
     train_report: Any = None  # recover.TrainReport
+    distill_search: Any = None  # recover.distill_search.DistillSearch
     kept: str = "post-training quantization"
 
 
 def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
-             calibration: DataLike | None = None, *, train_data: DataLike | None = None,
+             calibration: DataLike | None = None, *, policy: Policy | str | Path | None = None,
+             train_data: DataLike | None = None,
              input_shape: Sequence[int] | str | None = None, weights: str | Path | None = None,
              epochs: float = 1.0, train_seconds: float | None = None, lr: float = 0.002,
-             distill: float = 0.5, feature_distill: float = 0.0, qat: bool = True,
-             report: bool = True,
+             distill: float = 0.5, feature_distill: float = 0.0, distill_trials: int = 0,
+             distill_steps: int = 200, qat: bool = True, report: bool = True,
              report_dir: str | Path | None = None, output: str | Path | None = None,
              progress: bool = True, **search_options: Any) -> CompressOutcome:
-    """Convert (if given a torch entry point), search, recover, verify, report.
+    """Convert (if given a torch entry point), search (or apply the given `policy`),
+    recover, verify, report.
 
-    Recovery: with `train_data`, the float part of the best policy is fine-tuned with
+    Recovery: with `train_data`, the float part of the policy is fine-tuned with
     distillation from the original (`distill` weight) and quantization-aware training for
-    the quantized layers, then quantized (`feature_distill`, or a layer's `distill` in the
-    policy, also matches that layer's output to the original's where its shape is kept);
-    the result is kept only if it beats plain
-    post-training compression on the evaluation data. Without it, the searched model
-    stands as it is.
+    the quantized layers, then quantized. A layer's `distill` in the policy (or
+    `feature_distill` for every layer) also matches that layer's output to the
+    original's where its shape is kept; `distill_trials` > 0 searches these per-layer
+    rates first (each trial trains `distill_steps` steps, scored on held-out training
+    data) and writes them into the policy. The trained model is kept only if it beats
+    plain post-training compression on the evaluation data. Without training data, the
+    compressed model (least-squares reconstruction for pruned layers) stands as it is.
     """
     output = Path(output) if output is not None else default_output(model)
     if is_torch_entry(model):
@@ -456,34 +462,70 @@ def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
         export(str(model), input_shape, exported, weights)
         model = exported
     proto = load(model)
-    found = search(model, data, calibration, output=output, progress=progress, **search_options)
-    result = CompressOutcome(found, found.model_path, found.policy_path, {})
-    if found.policy is None:
-        return result
-    result.before_after = {"original": found.original.to_dict(),
-                           "compressed": found.compressed.to_dict()}
+    if distill_trials and train_data is None:
+        raise OnnxAmcError("searching distillation rates (--distill-trials) needs --train-data")
+    if policy is not None:
+        result = _apply_given_policy(model, proto, policy, data, calibration, output,
+                                     search_options)
+    else:
+        found = search(model, data, calibration, output=output, progress=progress,
+                       **search_options)
+        result = CompressOutcome(found, found.model_path, found.policy_path, {}, found.policy)
+        if found.policy is None:
+            return result
+        result.before_after = {"original": found.original.to_dict(),
+                               "compressed": found.compressed.to_dict()}
     if train_data is not None:
         _recover_by_training(result, proto, data, calibration, train_data, epochs, train_seconds,
-                             lr, distill, feature_distill, qat, progress, search_options)
+                             lr, distill, feature_distill, distill_trials, distill_steps, qat,
+                             progress, search_options)
     if report:
         from onnxamc.report import write_report
 
         info = _analyze(proto)
         directory = Path(report_dir) if report_dir else output.with_name(output.stem + "-report")
+        found = result.search
         result.report = write_report(
-            directory, found.result.study, found.policy, [l.to_dict() for l in info.layers],
-            result.before_after, title=f"onnxamc: {output.name}",
-            chosen_trial=found.result.best.number)
+            directory, found.result.study if found else None, result.policy,
+            [l.to_dict() for l in info.layers], result.before_after,
+            title=f"onnxamc: {output.name}",
+            chosen_trial=found.result.best.number if found else None,
+            notes=_recovery_notes(result))
     return result
 
 
+def _apply_given_policy(model, proto, policy, data, calibration, output: Path,
+                        options: dict) -> CompressOutcome:
+    """Compress with a policy the user gives (skipping the search): apply, verify
+    against the original in the same run, write the model and the policy."""
+    info = _analyze(proto)
+    policy = _loaded_policy(policy)
+    policy.validate({l.name: l.op_type for l in info.layers}, info.fingerprint)
+    calib = _lazy_calibration(proto, calibration,
+                              options.get("calibration_samples", DEFAULT_CALIBRATION_SAMPLES), data)
+    compressed = apply_policy(proto, policy, calib,
+                              reconstruct=any(a.keep < 1 for a in policy.layers.values()))
+    onnx.checker.check_model(compressed)
+    original, measured = compare([proto, compressed], data_for(proto, data,
+                                                               options.get("eval_samples")),
+                                 options.get("threads") or DEFAULT_THREADS,
+                                 options.get("verify_runs", 200), target=options.get("target"))
+    policy.fingerprint, policy.model_name = info.fingerprint, _model_name(model)
+    policy.meta = {**policy.meta, "confirmed": measured.to_dict()}
+    model_path = save_model(compressed, output)
+    policy_path = policy.save(output.with_suffix(".policy.json"))
+    return CompressOutcome(None, model_path, policy_path,
+                           {"original": original.to_dict(), "compressed": measured.to_dict()},
+                           policy)
+
+
 def _recover_by_training(result: CompressOutcome, proto, data, calibration, train_data, epochs,
-                         train_seconds, lr, distill, feature_distill, qat, progress,
-                         options) -> None:
+                         train_seconds, lr, distill, feature_distill, distill_trials,
+                         distill_steps, qat, progress, options) -> None:
     from onnxamc.policy import LayerAction
     from onnxamc.recover import TrainConfig, train
 
-    policy = result.search.policy
+    policy = result.policy
     float_policy = Policy({n: LayerAction(sparsity=a.sparsity, keep=a.keep, rank=a.rank,
                                           remove=a.remove) for n, a in policy.layers.items()})
     calib = _lazy_calibration(proto, calibration,
@@ -501,9 +543,14 @@ def _recover_by_training(result: CompressOutcome, proto, data, calibration, trai
     config = TrainConfig(epochs=epochs, time_budget=train_seconds, lr=lr, distill_weight=distill,
                          qat_bits={float_info.layer(n).weight: b for n, b in bits.items()
                                    if b == 8} if qat else {},
-                         feature_weights=_feature_weights(float_model, proto, policy,
-                                                          feature_distill),
                          threads=options.get("threads") or DEFAULT_THREADS, progress=progress)
+    if distill_trials:
+        if val.labels is None:
+            raise DataError("searching distillation rates needs labelled training data")
+        _search_distill_rates(result, float_model, proto, train_set, val, config,
+                              distill_trials, distill_steps, options)
+        policy = result.policy
+    config.feature_weights = _feature_weights(float_model, proto, policy, feature_distill)
     trained, result.train_report = train(float_model, train_set, config,
                                          val if val.labels is not None else None, teacher=proto)
     final = trained
@@ -526,18 +573,66 @@ def _recover_by_training(result: CompressOutcome, proto, data, calibration, trai
         result.kept = label.removeprefix("compressed + ")
 
 
+DISTILL_VAL_SAMPLES = 2000  # enough to rank the trials, cheap enough to score each one
+
+
+def _search_distill_rates(result: CompressOutcome, float_model, proto, train_set, val, config,
+                          trials: int, steps: int, options: dict) -> None:
+    """Search the per-layer `distill` rates, write them into the policy (and its JSON)."""
+    from onnxamc.recover.distill_search import search_distill_rates
+    from onnxamc.search import open_storage
+
+    found = result.search
+    storage = (found.storage if found else options.get("storage")
+               or str(result.model_path.with_suffix(".journal")))
+    name = (found.study_name if found else result.model_path.stem) + "-distill"
+    searched = search_distill_rates(float_model, proto, list(result.policy.layers) or
+                                    _analyze(proto).layer_names, train_set,
+                                    val.take(min(len(val), DISTILL_VAL_SAMPLES)), config,
+                                    trials, steps, open_storage(str(storage)), name,
+                                    options.get("seed") or 0)
+    result.distill_search = searched
+    result.policy.layers = {
+        n: replace(result.policy.action(n), distill=searched.rates.get(n, 0.0))
+        for n in {*result.policy.layers, *searched.rates}}
+    result.policy.meta = {**result.policy.meta, "distill_search": {
+        "study": searched.study.study_name, "trials": len(searched.study.trials),
+        "steps": steps, "best_val_accuracy": searched.best_val_accuracy,
+        "logits_only_val_accuracy": searched.logits_only_val_accuracy}}
+    result.policy.save(result.policy_path)
+
+
+def _recovery_notes(result: CompressOutcome) -> list[str]:
+    notes = []
+    if result.search is None and result.policy_path is not None:
+        notes.append("Policy given by the user (no search).")
+    if result.distill_search is not None:
+        d = result.distill_search
+        base = ("" if d.logits_only_val_accuracy is None
+                else f" (logits only: {100 * d.logits_only_val_accuracy:.2f}%)")
+        chosen = {n: r for n, r in d.rates.items() if r > 0}
+        notes.append(f"Per-layer distillation rates: {len(d.study.trials)} trials of {d.steps} "
+                     f"training steps, best held-out accuracy {100 * d.best_val_accuracy:.2f}%"
+                     f"{base}; chosen: " + (", ".join(f"{n}={r:g}" for n, r in chosen.items())
+                                           or "logits only") + ".")
+    if result.train_report is not None:
+        t = result.train_report
+        notes.append(f"Recovery training: {t.steps} steps in {t.seconds:.0f} s "
+                     f"({t.stopped_because}); kept: {result.kept}.")
+    return notes
+
+
 def _feature_weights(model: onnx.ModelProto, teacher: onnx.ModelProto, policy: Policy,
                      uniform: float = 0.0) -> dict[str, float]:
     """{output tensor of a layer: its distillation weight} (the policy's `distill`, or
-    `uniform` for every layer), for tensors the teacher computes too; the training skips
-    those whose shape pruning changed."""
-    from onnxamc.graph import node_names
+    `uniform` for every layer), for tensors the teacher computes with the same shape."""
+    from onnxamc.recover.distill_search import feature_tensors
 
-    outputs = {name: node.output[0] for name, node in zip(node_names(model), model.graph.node)}
-    in_teacher = {o for node in teacher.graph.node for o in node.output}
+    tensors = feature_tensors(model, teacher)
     weights = {name: a.distill or uniform for name, a in policy.layers.items()}
-    return {outputs[n]: w for n, w in weights.items()
-            if w > 0 and n in outputs and outputs[n] in in_teacher}
+    if uniform:
+        weights = {**{n: uniform for n in tensors}, **weights}
+    return {tensors[n]: w for n, w in weights.items() if w > 0 and n in tensors}
 
 
 def report(storage: str | Path, directory: str | Path, study: str | None = None,

@@ -109,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compress", help="convert, search, recover, verify and report in one go",
                        description="Convert and compress: export a torch model if given "
-                                   "package.module:factory, search per-layer policies, apply the "
-                                   "best, recover accuracy (fine-tuning with distillation and "
+                                   "package.module:factory, search per-layer policies (or take "
+                                   "--policy), apply the best, recover accuracy (fine-tuning "
+                                   "with distillation, per-layer rates optionally searched, and "
                                    "quantization-aware training when --train-data is given), "
                                    "verify against the original in the same run, and write the "
                                    "model, the policy JSON and a report (HTML, markdown, PNG).")
@@ -118,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=MODEL_HELP + ", or a torch entry point package.module:factory")
     p.add_argument("--input-shape", help="input shape for a torch entry point, e.g. 1,3,224,224")
     p.add_argument("--weights", help="state_dict for a torch entry point")
+    p.add_argument("--policy", metavar="JSON", help="apply this policy instead of searching "
+                   "(then recover, verify and report as usual)")
     _search_args(p)
     p.add_argument("--train-data", help="labelled training data for fine-tuning (same formats "
                                         "as --data, e.g. fashion-mnist:train)")
@@ -131,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-distill", type=float, default=0.0, metavar="W",
                    help="also match each layer's output to the original's (MSE, weight W) where "
                         "pruning kept its shape; a policy's per-layer 'distill' overrides it")
+    p.add_argument("--distill-trials", type=int, default=0, metavar="N",
+                   help="first search the per-layer feature-distillation rates: N short "
+                        "training runs scored on held-out training data (needs --train-data)")
+    p.add_argument("--distill-steps", type=int, default=200, metavar="STEPS",
+                   help="training steps per --distill-trials run (default 200)")
     p.add_argument("--no-qat", action="store_true", help="fine-tune in float, quantize after")
     p.add_argument("--report-dir", help="report folder (default: OUTPUT-report/)")
     p.add_argument("--no-report", action="store_true", help="write no report")
@@ -426,17 +434,27 @@ def cmd_compress(args) -> int:
             args.model, args.data, args.calibration, train_data=args.train_data,
             input_shape=args.input_shape, weights=args.weights, epochs=args.epochs,
             train_seconds=args.train_seconds, lr=args.lr, distill=args.distill,
-            feature_distill=args.feature_distill,
+            feature_distill=args.feature_distill, policy=args.policy,
+            distill_trials=args.distill_trials, distill_steps=args.distill_steps,
             qat=not args.no_qat, report=not args.no_report, report_dir=args.report_dir,
             output=args.output, progress=not args.no_progress, **_search_kwargs(args))
     except KeyboardInterrupt:
         return _interrupted()
-    if not _print_search(outcome.search):
+    if outcome.search is not None and not _print_search(outcome.search):
         return 1
+    if outcome.search is None:
+        print(f"applied the given policy {args.policy}")
+    if outcome.distill_search is not None:
+        d = outcome.distill_search
+        print(f"distillation rates: {len(d.study.trials)} trials of {d.steps} steps, held-out "
+              f"accuracy {100 * d.best_val_accuracy:.2f}%"
+              + ("" if d.logits_only_val_accuracy is None
+                 else f" (logits only {100 * d.logits_only_val_accuracy:.2f}%)"))
     if outcome.train_report is not None:
         t = outcome.train_report
         print(f"recovery: {t.steps} training steps in {t.seconds:.0f} s ({t.stopped_because}); "
               f"kept: {outcome.kept}")
+    if outcome.search is None or outcome.train_report is not None:
         print(format_before_after(outcome.before_after))
     print(f"wrote {outcome.model_path} and {outcome.policy_path}")
     if outcome.report is not None:

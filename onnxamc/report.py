@@ -37,32 +37,82 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def write_report(directory: str | Path, study: optuna.Study, policy: Policy | None,
+def write_report(directory: str | Path, study: optuna.Study | None, policy: Policy | None,
                  layers: Sequence[dict], before_after: dict[str, dict] | None = None,
-                 title: str = "onnxamc report", chosen_trial: int | None = None) -> ReportFiles:
+                 title: str = "onnxamc report", chosen_trial: int | None = None,
+                 notes: Sequence[str] = ()) -> ReportFiles:
     """Write the plots, report.html and report.md into `directory`.
 
     `layers` are layer-table rows (name, op_type, macs, ...); `before_after` maps a
-    row label ("original", "compressed", ...) to a Metrics dict measured side by side.
+    row label ("original", "compressed", ...) to a Metrics dict measured side by side;
+    `study` is None when no search ran (a given policy); `notes` are lines on recovery.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    trials = [t for t in study.get_trials(deepcopy=False,
-                                          states=(optuna.trial.TrialState.COMPLETE,))
-              if "metrics" in t.user_attrs]
-    plots = [_pareto_plot(directory / "pareto.png", trials, before_after, chosen_trial),
-             _history_plot(directory / "history.png", study, trials)]
+    trials = [] if study is None else [
+        t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if "metrics" in t.user_attrs]
+    plots = [_pareto_plot(directory / "pareto.png", trials, before_after, chosen_trial)]
+    if study is not None:
+        plots.append(_history_plot(directory / "history.png", study, trials))
     if policy is not None:
         plots.append(_policy_plot(directory / "policy.png", policy, layers))
-    md = _markdown(title, study, trials, policy, layers, before_after, plots)
+    plots += _importance_plots(directory, study, trials)
+    md = _markdown(title, study, trials, policy, layers, before_after, plots, notes)
     md_path = directory / "report.md"
     md_path.write_text(md)
     html_path = directory / "report.html"
     html_path.write_text(_html(title, md))
     return ReportFiles(html_path, md_path, plots)
+
+
+MIN_TRIALS_FOR_IMPORTANCE = 8
+IMPORTANCE_TOP = 12
+
+
+def _importance_plots(directory: Path, study, trials) -> list[Path]:
+    """Which layers' actions decided accuracy and latency: Optuna's fANOVA parameter
+    importances, drawn by Optuna's own matplotlib visualisation (one PNG per metric).
+    None when the study is too small; a metric is left out when no parameter varied."""
+    if study is None or len(trials) < MIN_TRIALS_FOR_IMPORTANCE:
+        return []
+    import warnings
+
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    # the importance of the measured metrics, over the trials that measured them
+    view = optuna.create_study(directions=study.directions)
+    view.add_trials([t for t in trials if all(_finite(t.user_attrs["metrics"].get(k))
+                                              for k in ("accuracy", "latency_ratio"))])
+    paths = []
+    for key, name in (("accuracy", "accuracy"), ("latency_ratio", "latency")):
+        target = lambda t, key=key: t.user_attrs["metrics"][key]  # noqa: E731
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+                ranked = list(optuna.importance.get_param_importances(view, target=target))
+                ax = plot_param_importances(view, target=target, target_name=name,
+                                            params=ranked[:IMPORTANCE_TOP])
+        except (RuntimeError, ValueError, ZeroDivisionError):  # parameters that never varied
+            plt.close("all")
+            continue
+        ax.set_title(f"what decided {name}: top {min(IMPORTANCE_TOP, len(ranked))} "
+                     "actions (fANOVA)", fontsize=9)
+        ax.figure.set_size_inches(7.2, 4.4)
+        ax.figure.tight_layout()
+        path = directory / f"importance-{name}.png"
+        ax.figure.savefig(path, dpi=110)
+        plt.close(ax.figure)
+        paths.append(path)
+    return paths
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _metric_points(trials):
@@ -177,11 +227,14 @@ def _fmt(metrics: dict, key: str, kind: str) -> str:
     return f"{value:,}"
 
 
-def _markdown(title, study, trials, policy, layers, before_after, plots) -> str:
+def _markdown(title, study, trials, policy, layers, before_after, plots, notes) -> str:
     lines = [f"# {title}", ""]
-    objective = study.user_attrs.get("objective", "")
-    lines += [f"Study `{study.study_name}`: {len(trials)} completed trials. Objective: "
-              f"{objective}.", ""]
+    if study is not None:
+        objective = study.user_attrs.get("objective", "")
+        lines += [f"Study `{study.study_name}`: {len(trials)} completed trials. Objective: "
+                  f"{objective}.", ""]
+    for note in notes:
+        lines += [note, ""]
     if before_after:
         lines += ["| model | accuracy | latency ms (median) | latency ratio | size KB | MACs | params |",
                   "|---|---|---|---|---|---|---|"]

@@ -88,10 +88,67 @@ def test_compress_from_torch_entry_point_end_to_end(tmp_path):
 
 
 def test_report_command_from_storage(tiny_cnn, tmp_path):
-    api.search(tiny_cnn, "digits", trials=3, eval_samples=200, calibration_samples=32,
-               latency_runs=5, verify_runs=5, output=tmp_path / "s.onnx", progress=False)
+    api.search(tiny_cnn, "digits", trials=10, eval_samples=200, calibration_samples=32,
+               latency_runs=5, verify_runs=5, output=tmp_path / "s.onnx", progress=False,
+               actions=["quant", "sparsity=0:0.6:0.2"])
     files = api.report(tmp_path / "s.journal", tmp_path / "rep", model=tiny_cnn)
-    assert all(p.read_bytes()[:8] == PNG_MAGIC for p in files.plots) and len(files.plots) == 3
+    assert all(p.read_bytes()[:8] == PNG_MAGIC for p in files.plots)
+    names = {p.name for p in files.plots}
+    # Optuna's own fANOVA importance plots, once the study has enough trials
+    assert names == {"pareto.png", "history.png", "policy.png", "importance-accuracy.png",
+                     "importance-latency.png"}
+    assert "importance-accuracy.png" in files.html.read_text()
+
+
+def test_compress_with_a_given_policy_skips_the_search(tiny_cnn, tmp_path, capsys):
+    from onnxamc.cli import main
+
+    policy = api.uniform_policy(tiny_cnn, "keep=0.5,bits=8")
+    policy.save(tmp_path / "given.json")
+    common = ["--data", "digits", "--calibration", "digits", "--eval-samples", "200",
+              "--calibration-samples", "32", "--runs", "5", "--no-progress"]
+    assert main(["compress", str(tiny_cnn), "--policy", str(tmp_path / "given.json"),
+                 "-o", str(tmp_path / "g.onnx"), *common]) == 0
+    out = capsys.readouterr().out
+    assert "applied the given policy" in out and "compressed" in out
+    assert not (tmp_path / "g.journal").exists()  # no study: nothing was searched
+    written = json.loads((tmp_path / "g.policy.json").read_text())
+    assert written["layers"] == json.loads((tmp_path / "given.json").read_text())["layers"]
+    model = onnx.load(tmp_path / "g.onnx")
+    assert api.analyze(model).params < api.analyze(tiny_cnn).params  # really pruned
+    report = tmp_path / "g-report"
+    assert {p.name for p in report.glob("*.png")} == {"pareto.png", "policy.png"}
+    assert "Policy given by the user" in (report / "report.md").read_text()
+    # a policy made for another model is refused in one line
+    other = api.uniform_policy(api.load(), "bits=8")
+    other.save(tmp_path / "other.json")
+    assert main(["compress", str(tiny_cnn), "--policy", str(tmp_path / "other.json"),
+                 "-o", str(tmp_path / "h.onnx"), *common]) == 2
+    assert "another model" in capsys.readouterr().err
+
+
+def test_compress_searches_per_layer_distillation_rates(tiny_cnn, tmp_path):
+    from onnxamc.errors import OnnxAmcError
+
+    policy = api.uniform_policy(tiny_cnn, "bits=8")
+    options = dict(policy=policy, train_data="digits", eval_samples=200, calibration_samples=32,
+                   verify_runs=10, output=tmp_path / "d.onnx", progress=False, report=False,
+                   distill_trials=3, distill_steps=4)
+    result = api.compress(tiny_cnn, "digits", **options)
+    searched = result.distill_search
+    trials = searched.study.trials
+    assert len(trials) == 3 and all(t.value is not None for t in trials)
+    assert not any(trials[0].params.values())  # the first trial is logits-only distillation
+    assert searched.logits_only_val_accuracy == trials[0].value
+    assert searched.best_val_accuracy == max(t.value for t in trials)
+    written = json.loads(result.policy_path.read_text())
+    assert written["meta"]["distill_search"]["trials"] == 3
+    for layer, rate in searched.rates.items():  # the rates are the policy's distill action
+        assert written["layers"].get(layer, {}).get("distill", 0.0) == rate
+    again = api.compress(tiny_cnn, "digits", **options)  # the study is stored: no new trials
+    assert len(again.distill_search.study.trials) == 3
+    with pytest.raises(OnnxAmcError, match="needs --train-data"):
+        api.compress(tiny_cnn, "digits", distill_trials=2, output=tmp_path / "e.onnx")
 
 
 def test_pareto_front_is_non_dominated():
@@ -109,13 +166,17 @@ def test_pareto_front_is_non_dominated():
 def test_compress_with_feature_distillation(tiny_cnn, tmp_path):
     from onnxamc.api import _feature_weights
     from onnxamc.graph import load_model
+    from onnxamc.recover.distill_search import feature_tensors
     from onnxamc.policy import LayerAction, Policy
 
     model = load_model(tiny_cnn)
     names = [l.name for l in api.analyze(tiny_cnn).layers]
     policy = Policy({names[0]: LayerAction(distill=2.0), names[1]: LayerAction()})
     weights = _feature_weights(model, model, policy, uniform=0.5)
-    assert sorted(weights.values()) == [0.5, 2.0] and all(isinstance(k, str) for k in weights)
+    tensors = feature_tensors(model, model)  # every layer but the output one
+    assert len(tensors) == len(names) - 1 and set(weights) == set(tensors.values())
+    assert weights[tensors[names[0]]] == 2.0  # the policy's own rate wins over the uniform one
+    assert sorted(weights.values()) == [0.5] * (len(tensors) - 1) + [2.0]
     result = api.compress(tiny_cnn, "digits", train_data="digits", trials=2, epochs=1,
                           feature_distill=0.5, eval_samples=200, calibration_samples=32,
                           latency_runs=5, verify_runs=10, output=tmp_path / "f.onnx",

@@ -29,6 +29,7 @@ from onnxamc.recover.bridge import to_torch, write_back
 @dataclass
 class TrainConfig:
     epochs: float = 1.0
+    steps: int | None = None  # exactly this many steps (overrides epochs): comparable runs
     time_budget: float | None = None  # seconds; stops early when spent
     batch_size: int = 64
     lr: float = 0.002  # BatchNorm is folded into the convs: larger rates diverge
@@ -82,7 +83,7 @@ def train(student: onnx.ModelProto, data: Dataset, config: TrainConfig,
     input_names = list(data.inputs)
     n = len(data)
     steps_per_epoch = max(1, math.ceil(n / config.batch_size))
-    total_steps = max(1, int(config.epochs * steps_per_epoch))
+    total_steps = max(1, config.steps or int(config.epochs * steps_per_epoch))
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
