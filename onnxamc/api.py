@@ -427,7 +427,7 @@ class CompressOutcome:
     policy: Policy | None = None
     report: Any = None  # report.ReportFiles
     train_report: Any = None  # recover.TrainReport
-    distill_search: Any = None  # recover.distill_search.DistillSearch
+    recovery_search: Any = None  # recover.recovery_search.RecoverySearch
     kept: str = "post-training quantization"
 
 
@@ -435,9 +435,10 @@ def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
              calibration: DataLike | None = None, *, policy: Policy | str | Path | None = None,
              train_data: DataLike | None = None,
              input_shape: Sequence[int] | str | None = None, weights: str | Path | None = None,
-             epochs: float = 1.0, train_seconds: float | None = None, lr: float = 0.002,
-             distill: float = 0.5, feature_distill: float = 0.0, distill_trials: int = 0,
-             distill_steps: int = 200, qat: bool = True, report: bool = True,
+             epochs: float = 1.0, train_seconds: float | None = None,
+             lr: float | str = "auto", distill: float = 0.5, feature_distill: float = 0.0,
+             distill_trials: int = 0, trial_steps: int = 200, qat: bool = True,
+             report: bool = True,
              report_dir: str | Path | None = None, output: str | Path | None = None,
              progress: bool = True, **search_options: Any) -> CompressOutcome:
     """Convert (if given a torch entry point), search (or apply the given `policy`),
@@ -447,11 +448,13 @@ def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     distillation from the original (`distill` weight) and quantization-aware training for
     the quantized layers, then quantized. A layer's `distill` in the policy (or
     `feature_distill` for every layer) also matches that layer's output to the
-    original's where its shape is kept; `distill_trials` > 0 searches these per-layer
-    rates first (each trial trains `distill_steps` steps, scored on held-out training
-    data) and writes them into the policy. The trained model is kept only if it beats
-    plain post-training compression on the evaluation data. Without training data, the
-    compressed model (least-squares reconstruction for pruned layers) stands as it is.
+    original's where its shape is kept. Short trainings of `trial_steps` steps, scored on
+    held-out training data, choose what is not given: the learning rate when `lr` is
+    "auto" (one trial per rate in recover.LR_CHOICES), and with `distill_trials` > 0
+    the per-layer distillation rates, which are written into the policy. The trained
+    model is kept only if it beats plain post-training compression on the evaluation
+    data. Without training data, the compressed model (least-squares reconstruction for
+    pruned layers) stands as it is.
     """
     output = Path(output) if output is not None else default_output(model)
     if is_torch_entry(model):
@@ -464,6 +467,8 @@ def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     proto = load(model)
     if distill_trials and train_data is None:
         raise OnnxAmcError("searching distillation rates (--distill-trials) needs --train-data")
+    if lr != "auto" and (isinstance(lr, str) or not 0 < lr < 10):
+        raise OnnxAmcError(f"learning rate must be a positive number or 'auto', got {lr!r}")
     if policy is not None:
         result = _apply_given_policy(model, proto, policy, data, calibration, output,
                                      search_options)
@@ -477,7 +482,7 @@ def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
                                "compressed": found.compressed.to_dict()}
     if train_data is not None:
         _recover_by_training(result, proto, data, calibration, train_data, epochs, train_seconds,
-                             lr, distill, feature_distill, distill_trials, distill_steps, qat,
+                             lr, distill, feature_distill, distill_trials, trial_steps, qat,
                              progress, search_options)
     if report:
         from onnxamc.report import write_report
@@ -521,7 +526,7 @@ def _apply_given_policy(model, proto, policy, data, calibration, output: Path,
 
 def _recover_by_training(result: CompressOutcome, proto, data, calibration, train_data, epochs,
                          train_seconds, lr, distill, feature_distill, distill_trials,
-                         distill_steps, qat, progress, options) -> None:
+                         trial_steps, qat, progress, options) -> None:
     from onnxamc.policy import LayerAction
     from onnxamc.recover import TrainConfig, train
 
@@ -540,15 +545,17 @@ def _recover_by_training(result: CompressOutcome, proto, data, calibration, trai
     train_set = full.take(len(full) - cut)
     val = Dataset({k: v[-cut:] for k, v in full.inputs.items()},
                   None if full.labels is None else full.labels[-cut:], "validation")
-    config = TrainConfig(epochs=epochs, time_budget=train_seconds, lr=lr, distill_weight=distill,
+    config = TrainConfig(epochs=epochs, time_budget=train_seconds,
+                         lr=TrainConfig.lr if lr == "auto" else lr, distill_weight=distill,
                          qat_bits={float_info.layer(n).weight: b for n, b in bits.items()
                                    if b == 8} if qat else {},
                          threads=options.get("threads") or DEFAULT_THREADS, progress=progress)
-    if distill_trials:
+    if lr == "auto" or distill_trials:
         if val.labels is None:
-            raise DataError("searching distillation rates needs labelled training data")
-        _search_distill_rates(result, float_model, proto, train_set, val, config,
-                              distill_trials, distill_steps, options)
+            raise DataError("choosing the learning rate or distillation rates needs labelled "
+                            "training data: give --lr and no --distill-trials")
+        _search_recovery(result, float_model, proto, train_set, val, config,
+                         lr, distill_trials, trial_steps, options)
         policy = result.policy
     config.feature_weights = _feature_weights(float_model, proto, policy, feature_distill)
     trained, result.train_report = train(float_model, train_set, config,
@@ -573,32 +580,34 @@ def _recover_by_training(result: CompressOutcome, proto, data, calibration, trai
         result.kept = label.removeprefix("compressed + ")
 
 
-DISTILL_VAL_SAMPLES = 2000  # enough to rank the trials, cheap enough to score each one
+RECOVERY_VAL_SAMPLES = 2000  # enough to rank the trials, cheap enough to score each one
 
 
-def _search_distill_rates(result: CompressOutcome, float_model, proto, train_set, val, config,
-                          trials: int, steps: int, options: dict) -> None:
-    """Search the per-layer `distill` rates, write them into the policy (and its JSON)."""
-    from onnxamc.recover.distill_search import search_distill_rates
+def _search_recovery(result: CompressOutcome, float_model, proto, train_set, val, config,
+                     lr, distill_trials: int, steps: int, options: dict) -> None:
+    """Choose the learning rate (`lr` "auto") and the per-layer `distill` rates by short
+    trainings; set them in `config` and in the policy (and its JSON)."""
+    from onnxamc.recover.recovery_search import LR_CHOICES, search_recovery
     from onnxamc.search import open_storage
 
     found = result.search
     storage = (found.storage if found else options.get("storage")
                or str(result.model_path.with_suffix(".journal")))
-    name = (found.study_name if found else result.model_path.stem) + "-distill"
-    searched = search_distill_rates(float_model, proto, list(result.policy.layers) or
-                                    _analyze(proto).layer_names, train_set,
-                                    val.take(min(len(val), DISTILL_VAL_SAMPLES)), config,
-                                    trials, steps, open_storage(str(storage)), name,
-                                    options.get("seed") or 0)
-    result.distill_search = searched
+    name = (found.study_name if found else result.model_path.stem) + "-recovery"
+    searched = search_recovery(
+        float_model, proto, train_set, val.take(min(len(val), RECOVERY_VAL_SAMPLES)), config,
+        lrs=LR_CHOICES if lr == "auto" else (lr,), distill_layers=list(result.policy.layers),
+        distill_trials=distill_trials, steps=steps, storage=open_storage(str(storage)),
+        study_name=name, seed=options.get("seed") or 0)
+    result.recovery_search = searched
+    config.lr = searched.lr
     result.policy.layers = {
-        n: replace(result.policy.action(n), distill=searched.rates.get(n, 0.0))
-        for n in {*result.policy.layers, *searched.rates}}
-    result.policy.meta = {**result.policy.meta, "distill_search": {
+        n: replace(result.policy.action(n), distill=searched.rates.get(n, a.distill))
+        for n, a in result.policy.layers.items()}
+    result.policy.meta = {**result.policy.meta, "recovery_search": {
         "study": searched.study.study_name, "trials": len(searched.study.trials),
-        "steps": steps, "best_val_accuracy": searched.best_val_accuracy,
-        "logits_only_val_accuracy": searched.logits_only_val_accuracy}}
+        "steps": steps, "lr": searched.lr, "best_val_accuracy": searched.best_val_accuracy,
+        "val_accuracy_by_lr": searched.by_lr}}
     result.policy.save(result.policy_path)
 
 
@@ -606,15 +615,16 @@ def _recovery_notes(result: CompressOutcome) -> list[str]:
     notes = []
     if result.search is None and result.policy_path is not None:
         notes.append("Policy given by the user (no search).")
-    if result.distill_search is not None:
-        d = result.distill_search
-        base = ("" if d.logits_only_val_accuracy is None
-                else f" (logits only: {100 * d.logits_only_val_accuracy:.2f}%)")
-        chosen = {n: r for n, r in d.rates.items() if r > 0}
-        notes.append(f"Per-layer distillation rates: {len(d.study.trials)} trials of {d.steps} "
-                     f"training steps, best held-out accuracy {100 * d.best_val_accuracy:.2f}%"
-                     f"{base}; chosen: " + (", ".join(f"{n}={r:g}" for n, r in chosen.items())
-                                           or "logits only") + ".")
+    if result.recovery_search is not None:
+        r = result.recovery_search
+        by_lr = ", ".join(f"{lr:g}: {100 * acc:.2f}%" for lr, acc in r.by_lr.items())
+        chosen = {n: v for n, v in r.rates.items() if v > 0}
+        notes.append(f"Recovery settings: {len(r.study.trials)} trainings of {r.steps} steps "
+                     f"scored on held-out training data (logits only, by learning rate: "
+                     f"{by_lr}); chosen: learning rate {r.lr:g}"
+                     + (", feature distillation " + ", ".join(f"{n}={v:g}" for n, v in
+                                                              chosen.items()) if chosen else "")
+                     + f" ({100 * r.best_val_accuracy:.2f}%).")
     if result.train_report is not None:
         t = result.train_report
         notes.append(f"Recovery training: {t.steps} steps in {t.seconds:.0f} s "
@@ -626,7 +636,7 @@ def _feature_weights(model: onnx.ModelProto, teacher: onnx.ModelProto, policy: P
                      uniform: float = 0.0) -> dict[str, float]:
     """{output tensor of a layer: its distillation weight} (the policy's `distill`, or
     `uniform` for every layer), for tensors the teacher computes with the same shape."""
-    from onnxamc.recover.distill_search import feature_tensors
+    from onnxamc.recover.recovery_search import feature_tensors
 
     tensors = feature_tensors(model, teacher)
     weights = {name: a.distill or uniform for name, a in policy.layers.items()}

@@ -126,19 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
                                         "as --data, e.g. fashion-mnist:train)")
     p.add_argument("--epochs", type=float, default=1.0, help="fine-tuning epochs (default 1)")
     p.add_argument("--train-seconds", type=float, help="fine-tuning time budget in seconds")
-    p.add_argument("--lr", type=float, default=0.002,
-                   help="fine-tuning learning rate (default 0.002: BatchNorm-folded models "
-                        "diverge at 0.01)")
+    p.add_argument("--lr", type=_lr, default="auto",
+                   help="fine-tuning learning rate, or 'auto' (default): short trainings at "
+                        "0.001, 0.003 and 0.01 scored on held-out training data choose it "
+                        "(BatchNorm folded into the convolutions makes the best rate differ "
+                        "from model to model, and a wrong one diverge)")
     p.add_argument("--distill", type=float, default=0.5,
                    help="weight of distillation from the original, 0..1 (default 0.5)")
     p.add_argument("--feature-distill", type=float, default=0.0, metavar="W",
                    help="also match each layer's output to the original's (MSE, weight W) where "
                         "pruning kept its shape; a policy's per-layer 'distill' overrides it")
     p.add_argument("--distill-trials", type=int, default=0, metavar="N",
-                   help="first search the per-layer feature-distillation rates: N short "
-                        "training runs scored on held-out training data (needs --train-data)")
-    p.add_argument("--distill-steps", type=int, default=200, metavar="STEPS",
-                   help="training steps per --distill-trials run (default 200)")
+                   help="also search the per-layer feature-distillation rates: N more short "
+                        "trainings scored on held-out training data (needs --train-data)")
+    p.add_argument("--trial-steps", type=int, default=200, metavar="STEPS",
+                   help="training steps of each short training (--lr auto, --distill-trials; "
+                        "default 200)")
     p.add_argument("--no-qat", action="store_true", help="fine-tune in float, quantize after")
     p.add_argument("--report-dir", help="report folder (default: OUTPUT-report/)")
     p.add_argument("--no-report", action="store_true", help="write no report")
@@ -203,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=9190, help="first port to try (default 9190)")
     d.set_defaults(run=cmd_device_tracker)
     return parser
+
+
+def _lr(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a positive number or 'auto', got {text!r}") from None
+    if not 0 < value < 10:
+        raise argparse.ArgumentTypeError(f"a positive number or 'auto', got {text!r}")
+    return value
 
 
 def _search_args(p: argparse.ArgumentParser) -> None:
@@ -435,7 +450,7 @@ def cmd_compress(args) -> int:
             input_shape=args.input_shape, weights=args.weights, epochs=args.epochs,
             train_seconds=args.train_seconds, lr=args.lr, distill=args.distill,
             feature_distill=args.feature_distill, policy=args.policy,
-            distill_trials=args.distill_trials, distill_steps=args.distill_steps,
+            distill_trials=args.distill_trials, trial_steps=args.trial_steps,
             qat=not args.no_qat, report=not args.no_report, report_dir=args.report_dir,
             output=args.output, progress=not args.no_progress, **_search_kwargs(args))
     except KeyboardInterrupt:
@@ -444,12 +459,13 @@ def cmd_compress(args) -> int:
         return 1
     if outcome.search is None:
         print(f"applied the given policy {args.policy}")
-    if outcome.distill_search is not None:
-        d = outcome.distill_search
-        print(f"distillation rates: {len(d.study.trials)} trials of {d.steps} steps, held-out "
-              f"accuracy {100 * d.best_val_accuracy:.2f}%"
-              + ("" if d.logits_only_val_accuracy is None
-                 else f" (logits only {100 * d.logits_only_val_accuracy:.2f}%)"))
+    if outcome.recovery_search is not None:
+        r = outcome.recovery_search
+        by_lr = ", ".join(f"{lr:g} {100 * acc:.2f}%" for lr, acc in r.by_lr.items())
+        print(f"recovery settings: {len(r.study.trials)} trainings of {r.steps} steps, "
+              f"held-out accuracy by learning rate {by_lr}; chosen lr {r.lr:g}, "
+              f"{sum(v > 0 for v in r.rates.values())} layers feature-distilled "
+              f"({100 * r.best_val_accuracy:.2f}%)")
     if outcome.train_report is not None:
         t = outcome.train_report
         print(f"recovery: {t.steps} training steps in {t.seconds:.0f} s ({t.stopped_because}); "

@@ -127,28 +127,36 @@ def test_compress_with_a_given_policy_skips_the_search(tiny_cnn, tmp_path, capsy
     assert "another model" in capsys.readouterr().err
 
 
-def test_compress_searches_per_layer_distillation_rates(tiny_cnn, tmp_path):
+def test_compress_chooses_lr_and_per_layer_distillation_rates(tiny_cnn, tmp_path):
     from onnxamc.errors import OnnxAmcError
+    from onnxamc.recover.recovery_search import LR_CHOICES
 
     policy = api.uniform_policy(tiny_cnn, "bits=8")
     options = dict(policy=policy, train_data="digits", eval_samples=200, calibration_samples=32,
                    verify_runs=10, output=tmp_path / "d.onnx", progress=False, report=False,
-                   distill_trials=3, distill_steps=4)
+                   distill_trials=2, trial_steps=4)
     result = api.compress(tiny_cnn, "digits", **options)
-    searched = result.distill_search
+    searched = result.recovery_search
     trials = searched.study.trials
-    assert len(trials) == 3 and all(t.value is not None for t in trials)
-    assert not any(trials[0].params.values())  # the first trial is logits-only distillation
-    assert searched.logits_only_val_accuracy == trials[0].value
+    assert len(trials) == len(LR_CHOICES) + 2 and all(t.value is not None for t in trials)
+    grid = trials[:len(LR_CHOICES)]  # first every learning rate with logits only
+    assert sorted(t.params["lr"] for t in grid) == list(LR_CHOICES)
+    assert all(not any(v for k, v in t.params.items() if k != "lr") for t in grid)
+    assert searched.by_lr == {t.params["lr"]: t.value for t in grid}
     assert searched.best_val_accuracy == max(t.value for t in trials)
+    assert searched.lr == searched.study.best_trial.params["lr"]
     written = json.loads(result.policy_path.read_text())
-    assert written["meta"]["distill_search"]["trials"] == 3
+    assert written["meta"]["recovery_search"]["lr"] == searched.lr
     for layer, rate in searched.rates.items():  # the rates are the policy's distill action
         assert written["layers"].get(layer, {}).get("distill", 0.0) == rate
     again = api.compress(tiny_cnn, "digits", **options)  # the study is stored: no new trials
-    assert len(again.distill_search.study.trials) == 3
+    assert len(again.recovery_search.study.trials) == len(trials)
+    fixed = api.compress(tiny_cnn, "digits", **{**options, "distill_trials": 0, "lr": 0.003})
+    assert fixed.recovery_search is None  # nothing left to choose
     with pytest.raises(OnnxAmcError, match="needs --train-data"):
         api.compress(tiny_cnn, "digits", distill_trials=2, output=tmp_path / "e.onnx")
+    with pytest.raises(OnnxAmcError, match="learning rate"):
+        api.compress(tiny_cnn, "digits", lr="fast", output=tmp_path / "e.onnx")
 
 
 def test_pareto_front_is_non_dominated():
@@ -166,7 +174,7 @@ def test_pareto_front_is_non_dominated():
 def test_compress_with_feature_distillation(tiny_cnn, tmp_path):
     from onnxamc.api import _feature_weights
     from onnxamc.graph import load_model
-    from onnxamc.recover.distill_search import feature_tensors
+    from onnxamc.recover.recovery_search import feature_tensors
     from onnxamc.policy import LayerAction, Policy
 
     model = load_model(tiny_cnn)

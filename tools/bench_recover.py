@@ -49,6 +49,9 @@ def main() -> None:
     ap.add_argument("--recoveries", nargs="+", default=list(RECOVERIES), choices=RECOVERIES,
                     help="training recoveries to run (none and reconstruction always run)")
     ap.add_argument("--lr", type=float, default=0.002)
+    ap.add_argument("--keeps", nargs="+", type=float, default=list(KEEPS),
+                    help="candidate keep ratios (one pins the policy; its latency is still "
+                         "measured and reported)")
     args = ap.parse_args()
 
     rows = []
@@ -63,7 +66,7 @@ def main() -> None:
         train_set = full.take(len(full) - cut)
         val = Dataset({k: v[-cut:] for k, v in full.inputs.items()}, full.labels[-cut:])
 
-        candidates = [(k, q) for k in KEEPS for q in (False, True)]
+        candidates = [(k, q) for k in args.keeps for q in (False, True)]
         # candidates are chosen by accuracy after reconstruction: without it every pruned
         # model is near chance and the choice would be arbitrary
         models = [apply_policy(original, uniform(original, k, q), feeds, reconstruct=True)
