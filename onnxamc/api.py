@@ -8,7 +8,7 @@ user can act on are `onnxamc.errors.OnnxAmcError` with a one-line message.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -429,6 +429,8 @@ class CompressOutcome:
     train_report: Any = None  # recover.TrainReport
     recovery_search: Any = None  # recover.recovery_search.RecoverySearch
     kept: str = "post-training quantization"
+    models: dict[str, onnx.ModelProto] = field(default_factory=dict, repr=False)  # as before_after
+    verified_on: str | None = None  # the data before_after was measured on, if not `data`
 
 
 def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
@@ -438,7 +440,7 @@ def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
              epochs: float = 1.0, train_seconds: float | None = None,
              lr: float | str = "auto", distill: float = 0.5, feature_distill: float = 0.0,
              distill_trials: int = 0, trial_steps: int = 200, qat: bool = True,
-             report: bool = True,
+             report: bool = True, verify_data: DataLike | None = None,
              report_dir: str | Path | None = None, output: str | Path | None = None,
              progress: bool = True, **search_options: Any) -> CompressOutcome:
     """Convert (if given a torch entry point), search (or apply the given `policy`),
@@ -455,6 +457,9 @@ def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     model is kept only if it beats plain post-training compression on the evaluation
     data. Without training data, the compressed model (least-squares reconstruction for
     pruned layers) stands as it is.
+
+    `verify_data` measures the final before/after table on other data than the one the
+    search and the recovery chose by (their choices are biased towards `data`).
     """
     output = Path(output) if output is not None else default_output(model)
     if is_torch_entry(model):
@@ -480,10 +485,13 @@ def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
             return result
         result.before_after = {"original": found.original.to_dict(),
                                "compressed": found.compressed.to_dict()}
+        result.models = {"original": proto, "compressed": load_model(found.model_path)}
     if train_data is not None:
         _recover_by_training(result, proto, data, calibration, train_data, epochs, train_seconds,
                              lr, distill, feature_distill, distill_trials, trial_steps, qat,
                              progress, search_options)
+    if verify_data is not None:
+        _verify(result, proto, verify_data, search_options)
     if report:
         from onnxamc.report import write_report
 
@@ -521,7 +529,7 @@ def _apply_given_policy(model, proto, policy, data, calibration, output: Path,
     policy_path = policy.save(output.with_suffix(".policy.json"))
     return CompressOutcome(None, model_path, policy_path,
                            {"original": original.to_dict(), "compressed": measured.to_dict()},
-                           policy)
+                           policy, models={"original": proto, "compressed": compressed})
 
 
 def _recover_by_training(result: CompressOutcome, proto, data, calibration, train_data, epochs,
@@ -575,9 +583,21 @@ def _recover_by_training(result: CompressOutcome, proto, data, calibration, trai
     label = "compressed + " + ("QAT + KD" if bits and qat else "fine-tune + KD")
     result.before_after = {"original": original.to_dict(), "compressed": ptq.to_dict(),
                            label: tuned.to_dict()}
+    result.models[label] = final
     if tuned.accuracy >= ptq.accuracy:
         save_model(final, result.model_path)
         result.kept = label.removeprefix("compressed + ")
+
+
+def _verify(result: CompressOutcome, proto, verify_data, options: dict) -> None:
+    """Measure every model of the before/after table again, side by side, on data that
+    chose nothing."""
+    labels = list(result.models)
+    measured = compare([result.models[l] for l in labels], data_for(proto, verify_data),
+                       options.get("threads") or DEFAULT_THREADS, options.get("verify_runs", 200),
+                       target=options.get("target"))
+    result.before_after = {l: m.to_dict() for l, m in zip(labels, measured)}
+    result.verified_on = str(getattr(verify_data, "name", verify_data))
 
 
 RECOVERY_VAL_SAMPLES = 2000  # enough to rank the trials, cheap enough to score each one
@@ -613,6 +633,9 @@ def _search_recovery(result: CompressOutcome, float_model, proto, train_set, val
 
 def _recovery_notes(result: CompressOutcome) -> list[str]:
     notes = []
+    if result.verified_on is not None:
+        notes.append(f"Before/after measured on {result.verified_on}: data the search and the "
+                     "recovery did not choose by.")
     if result.search is None and result.policy_path is not None:
         notes.append("Policy given by the user (no search).")
     if result.recovery_search is not None:

@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training steps of each short training (--lr auto, --distill-trials; "
                         "default 200)")
     p.add_argument("--no-qat", action="store_true", help="fine-tune in float, quantize after")
+    p.add_argument("--verify-data", metavar="DATA",
+                   help="measure the final before/after table on this data instead of --data, "
+                        "which the search and the recovery chose by (e.g. fashion-mnist:test)")
     p.add_argument("--report-dir", help="report folder (default: OUTPUT-report/)")
     p.add_argument("--no-report", action="store_true", help="write no report")
     p.set_defaults(run=cmd_compress)
@@ -451,7 +454,7 @@ def cmd_compress(args) -> int:
             train_seconds=args.train_seconds, lr=args.lr, distill=args.distill,
             feature_distill=args.feature_distill, policy=args.policy,
             distill_trials=args.distill_trials, trial_steps=args.trial_steps,
-            qat=not args.no_qat, report=not args.no_report, report_dir=args.report_dir,
+            qat=not args.no_qat, verify_data=args.verify_data, report=not args.no_report, report_dir=args.report_dir,
             output=args.output, progress=not args.no_progress, **_search_kwargs(args))
     except KeyboardInterrupt:
         return _interrupted()
@@ -470,7 +473,9 @@ def cmd_compress(args) -> int:
         t = outcome.train_report
         print(f"recovery: {t.steps} training steps in {t.seconds:.0f} s ({t.stopped_because}); "
               f"kept: {outcome.kept}")
-    if outcome.search is None or outcome.train_report is not None:
+    if outcome.verified_on is not None:
+        print(f"verified on {outcome.verified_on}:")
+    if outcome.search is None or outcome.train_report is not None or outcome.verified_on:
         print(format_before_after(outcome.before_after))
     print(f"wrote {outcome.model_path} and {outcome.policy_path}")
     if outcome.report is not None:

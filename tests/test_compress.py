@@ -127,6 +127,27 @@ def test_compress_with_a_given_policy_skips_the_search(tiny_cnn, tmp_path, capsy
     assert "another model" in capsys.readouterr().err
 
 
+def test_compress_verifies_on_data_that_chose_nothing(tiny_cnn, tmp_path, capsys):
+    """--verify-data: the before/after table is measured again, every row side by side, on
+    other data than the search and the recovery chose by."""
+    from onnxamc.cli import main
+
+    digits = api.data_for(api.load(tiny_cnn), "digits")
+    held_out = tmp_path / "held_out.npz"
+    name = next(iter(digits.inputs))
+    np.savez(held_out, **{name: digits.inputs[name][-400:]}, labels=digits.labels[-400:])
+    assert main(["compress", str(tiny_cnn), "--data", "digits", "--eval-samples", "600",
+                 "--calibration", "digits", "--calibration-samples", "32", "--runs", "5",
+                 "--trials", "2", "--train-data", "digits", "--lr", "0.01", "--verify-data",
+                 str(held_out), "-o", str(tmp_path / "v.onnx"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "verified on" in out and "held_out.npz" in out
+    table = out[out.index("verified on"):]
+    assert all(label in table for label in ("original", "compressed", "+ KD"))
+    report = (tmp_path / "v-report" / "report.md").read_text()
+    assert "data the search and the recovery did not choose by" in report
+
+
 def test_compress_chooses_lr_and_per_layer_distillation_rates(tiny_cnn, tmp_path):
     from onnxamc.errors import OnnxAmcError
     from onnxamc.recover.recovery_search import LR_CHOICES

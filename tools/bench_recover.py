@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import time
 
+import optuna
+
 from onnxamc import api
 from onnxamc.data import Dataset
 from onnxamc.evaluate import compare
@@ -25,6 +27,7 @@ from onnxamc.models import bundled_model_path
 from onnxamc.passes import apply_policy, structural_fit
 from onnxamc.policy import LayerAction, Policy
 from onnxamc.recover import TrainConfig, train
+from onnxamc.recover.recovery_search import search_recovery
 
 RECOVERIES = ("fine-tune", "fine-tune + KD", "KD + QAT")
 KEEPS = (0.9, 0.75, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2)
@@ -48,7 +51,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--recoveries", nargs="+", default=list(RECOVERIES), choices=RECOVERIES,
                     help="training recoveries to run (none and reconstruction always run)")
-    ap.add_argument("--lr", type=float, default=0.002)
+    ap.add_argument("--lr", default="auto",
+                    help="learning rate, or 'auto' (default): chosen per run by short "
+                         "trainings, as onnxamc compress does")
+    ap.add_argument("--trial-steps", type=int, default=200)
     ap.add_argument("--keeps", nargs="+", type=float, default=list(KEEPS),
                     help="candidate keep ratios (one pins the policy; its latency is still "
                          "measured and reported)")
@@ -82,6 +88,7 @@ def main() -> None:
             policy = uniform(original, keep, int8)
             float_policy = Policy({n: LayerAction(keep=a.keep) for n, a in policy.layers.items()})
             bits = {n: 8 for n, a in policy.layers.items() if a.bits == 8}
+            lrs = {}
             variants = {"none": apply_policy(original, policy, feeds),
                         "reconstruction": apply_policy(original, policy, feeds, reconstruct=True)}
             for label, config in {
@@ -93,14 +100,25 @@ def main() -> None:
             }.items():
                 if label not in args.recoveries or (label == "KD + QAT" and not bits):
                     continue
-                config.threads, config.progress, config.lr = args.threads, False, args.lr
+                config.threads, config.progress = args.threads, False
                 start = time.time()
                 start_model = apply_policy(original, float_policy, feeds, reconstruct=True)
+                if args.lr == "auto":
+                    chosen = search_recovery(
+                        start_model, original, train_set, val.take(2000), config,
+                        steps=args.trial_steps, storage=optuna.storages.InMemoryStorage(),
+                        study_name=label)
+                    config.lr = chosen.lr
+                    print(f"{name} x{speedup:g} {label}: lr {chosen.lr:g} (held-out accuracy "
+                          f"by lr after {args.trial_steps} steps: {chosen.by_lr})", flush=True)
+                else:
+                    config.lr = float(args.lr)
                 trained, report = train(start_model, train_set, config, val, teacher=original)
                 if bits:
                     trained = apply_policy(trained, Policy({n: LayerAction(bits=8) for n in bits}),
                                            feeds)
                 variants[label] = trained
+                lrs[label] = f"{config.lr:g}"
                 print(f"{name} x{speedup:g} {label}: {report.steps} steps, "
                       f"{time.time() - start:.0f} s, best val {report.best_val_accuracy}, "
                       f"stopped: {report.stopped_because}", flush=True)
@@ -108,12 +126,15 @@ def main() -> None:
                               runs=args.runs)
             for label, m in zip(variants, results[1:]):
                 rows.append((name, speedup, f"keep {keep:g}" + (" + int8" if int8 else ""), label,
-                             results[0].accuracy, m.accuracy, m.latency_ratio))
+                             results[0].accuracy, m.accuracy, m.latency_ratio,
+                             lrs.get(label, "-")))
 
-    print("\n| model | target speedup | policy | recovery | original acc | acc | latency ratio |")
-    print("|---|---|---|---|---|---|---|")
-    for name, s, pol, label, a0, a, r in rows:
-        print(f"| {name} | {s:g}x | {pol} | {label} | {100 * a0:.2f}% | {100 * a:.2f}% | {r:.3f} |")
+    print("\n| model | target speedup | policy | recovery | lr | original acc | acc | "
+          "latency ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, s, pol, label, a0, a, r, lr in rows:
+        print(f"| {name} | {s:g}x | {pol} | {label} | {lr} | {100 * a0:.2f}% | {100 * a:.2f}% "
+              f"| {r:.3f} |")
 
 
 if __name__ == "__main__":
