@@ -555,8 +555,7 @@ def _recover_by_training(result: CompressOutcome, proto, data, calibration, trai
                   None if full.labels is None else full.labels[-cut:], "validation")
     config = TrainConfig(epochs=epochs, time_budget=train_seconds,
                          lr=TrainConfig.lr if lr == "auto" else lr, distill_weight=distill,
-                         qat_bits={float_info.layer(n).weight: b for n, b in bits.items()
-                                   if b == 8} if qat else {},
+                         qat_bits=_qat_bits(policy, float_info) if qat else {},
                          threads=options.get("threads") or DEFAULT_THREADS, progress=progress)
     if lr == "auto" or distill_trials:
         if val.labels is None:
@@ -587,6 +586,15 @@ def _recover_by_training(result: CompressOutcome, proto, data, calibration, trai
     if tuned.accuracy >= ptq.accuracy:
         save_model(final, result.model_path)
         result.kept = label.removeprefix("compressed + ")
+
+
+def _qat_bits(policy: Policy, info: ModelInfo) -> dict[str, int]:
+    """{weight initializer: bits} of the layers whose quantization the trainer's fake
+    quantizer mirrors (symmetric integers per output channel, static); the others are
+    quantized after training only."""
+    return {info.layer(n).weight: a.bits for n, a in policy.layers.items()
+            if n in info.layer_names and a.bits in (4, 8) and a.granularity == "per-channel"
+            and not (a.weight_only or a.dynamic or a.share_bits or a.mixed_low_bits_ratio)}
 
 
 def _verify(result: CompressOutcome, proto, verify_data, options: dict) -> None:
@@ -677,7 +685,8 @@ def report(storage: str | Path, directory: str | Path, study: str | None = None,
     from onnxamc.search import open_storage
 
     store = open_storage(storage)
-    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+    names = [s.study_name for s in optuna.get_all_study_summaries(store)
+             if s.user_attrs.get("kind") != "recovery"]  # the trainings that chose lr, distill
     if study is None:
         if len(names) != 1:
             raise SearchError(f"{storage} holds {len(names)} studies ({', '.join(names)}): "

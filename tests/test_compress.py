@@ -166,6 +166,7 @@ def test_compress_chooses_lr_and_per_layer_distillation_rates(tiny_cnn, tmp_path
     assert searched.by_lr == {t.params["lr"]: t.value for t in grid}
     assert searched.best_val_accuracy == max(t.value for t in trials)
     assert searched.lr == searched.study.best_trial.params["lr"]
+    assert searched.study.user_attrs["kind"] == "recovery"  # `report` does not offer it
     written = json.loads(result.policy_path.read_text())
     assert written["meta"]["recovery_search"]["lr"] == searched.lr
     for layer, rate in searched.rates.items():  # the rates are the policy's distill action
@@ -211,3 +212,18 @@ def test_compress_with_feature_distillation(tiny_cnn, tmp_path):
                           latency_runs=5, verify_runs=10, output=tmp_path / "f.onnx",
                           progress=False, report=False)
     assert result.train_report.steps > 0 and (tmp_path / "f.onnx").exists()
+
+
+def test_qat_fake_quantizes_only_what_it_mirrors(tiny_cnn):
+    """Symmetric per-channel int8 and int4 are trained with fake quantization; per-tensor,
+    weight sharing and float layers are quantized after training only."""
+    from onnxamc.api import _qat_bits
+    from onnxamc.policy import LayerAction, Policy
+
+    info = api.analyze(tiny_cnn)
+    a, b, c = info.layer_names[:3]
+    policy = Policy({a: LayerAction(bits=8), b: LayerAction(bits=4),
+                     c: LayerAction(bits=8, granularity="per-tensor")})
+    assert _qat_bits(policy, info) == {info.layer(a).weight: 8, info.layer(b).weight: 4}
+    shared = Policy({a: LayerAction(bits=8, share_bits=4), b: LayerAction(keep=0.5)})
+    assert _qat_bits(shared, info) == {}

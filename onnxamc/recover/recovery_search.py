@@ -80,6 +80,7 @@ def search_recovery(student: onnx.ModelProto, teacher: onnx.ModelProto, train_se
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(lrs)),
         load_if_exists=True)
     if not study.trials:  # the grid first: every rate, logits only
+        study.set_user_attr("kind", "recovery")  # not a policy search: reports skip it
         for lr in lrs:
             study.enqueue_trial({"lr": lr, **{f"{l}:distill": 0.0 for l in layers}})
     recover_interrupted(study)  # a trial cut off by a kill is queued again
