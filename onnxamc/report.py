@@ -135,6 +135,12 @@ def _pareto_plot(path, trials, before_after, chosen_trial):
         ys = [p[1] for p, f in zip(points, feasible) if f == ok]
         if xs:
             ax.scatter(xs, ys, s=18, c=color, label=label, zorder=2)
+    baselines = [(t.user_attrs["baseline"], p) for t, p in zip(trials, points)
+                 if t.user_attrs.get("baseline", "original") != "original"]
+    for i, (label, p) in enumerate(baselines):  # the hand-made starting points
+        ax.scatter([p[0]], [p[1]], marker="^", s=60, facecolors="none", edgecolors="black",
+                   zorder=3, label=None if i else "uniform baseline")
+        ax.annotate(label, p, textcoords="offset points", xytext=(6, -10), fontsize=7)
     front = pareto_front(points)
     if front:
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "-",

@@ -11,6 +11,7 @@ import pytest
 from onnxamc import api
 from onnxamc.errors import ModelError
 from onnxamc.report import pareto_front
+from onnxamc.search import open_storage
 
 from conftest import run_model
 
@@ -98,6 +99,11 @@ def test_report_command_from_storage(tiny_cnn, tmp_path):
     assert names == {"pareto.png", "history.png", "policy.png", "importance-accuracy.png",
                      "importance-latency.png"}
     assert "importance-accuracy.png" in files.html.read_text()
+    import optuna  # the uniform starting points are marked as baselines for the plot
+
+    study = optuna.load_study(study_name=None, storage=open_storage(tmp_path / "s.journal"))
+    assert [t.user_attrs.get("baseline") for t in study.trials[:4]] == [
+        "original", "uniform sparsity=0.3", "uniform quant=8", "uniform sparsity=0.3 + quant=8"]
 
 
 def test_compress_with_a_given_policy_skips_the_search(tiny_cnn, tmp_path, capsys):

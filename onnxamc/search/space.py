@@ -232,6 +232,7 @@ class SearchSpace:
         """Hand-made starting points a careful engineer would try first: the original,
         each action alone at a moderate value, and all of them together."""
         identity = self.policy_from_params({})
+        identity.meta = {"baseline": "original"}
         seeds = [identity]
         specs = [ACTION_TABLE[n] for n in ACTION_TABLE if n in self.actions]
         for group in [[s] for s in specs] + ([specs] if len(specs) > 1 else []):
@@ -239,7 +240,10 @@ class SearchSpace:
             for p in self._params:
                 if p.action in group:
                     params[p.name] = _nearest(p.distribution, p.action.seed)
-            seeds.append(self.policy_from_params(params))
+            seed = self.policy_from_params(params)
+            seed.meta = {"baseline": "uniform " + " + ".join(f"{s.name}={s.seed:g}"
+                                                             for s in group)}
+            seeds.append(seed)
         return seeds
 
     # --- cost model ---------------------------------------------------------------

@@ -118,7 +118,9 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
     recover_interrupted(study)
     if not study.trials:
         for seed in seeds if seeds is not None else space.seeds():
-            study.enqueue_trial(space.params_of(seed), skip_if_exists=True)
+            label = seed.meta.get("baseline")  # reports mark the uniform baselines
+            study.enqueue_trial(space.params_of(seed), skip_if_exists=True,
+                                user_attrs={"baseline": label} if label else None)
     cache = {_key(t.params): t.user_attrs for t in study.get_trials(states=FINISHED)
              if "metrics" in t.user_attrs}
     tried = [space.vector(t.params) for t in study.get_trials(deepcopy=False, states=FINISHED)]
