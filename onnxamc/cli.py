@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-seconds", type=float, help="fine-tuning time budget in seconds")
     p.add_argument("--lr", type=_lr, default="auto",
                    help="fine-tuning learning rate, or 'auto' (default): short trainings at "
-                        "0.001, 0.003 and 0.01 scored on held-out training data choose it "
+                        "0.001, 0.003 and 0.01 scored on held-out training data choose it, "
+                        "the largest within one standard error of the best "
                         "(BatchNorm folded into the convolutions makes the best rate differ "
                         "from model to model, and a wrong one diverge)")
     p.add_argument("--distill", type=float, default=0.5,

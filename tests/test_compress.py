@@ -170,8 +170,12 @@ def test_compress_chooses_lr_and_per_layer_distillation_rates(tiny_cnn, tmp_path
     assert sorted(t.params["lr"] for t in grid) == list(LR_CHOICES)
     assert all(not any(v for k, v in t.params.items() if k != "lr") for t in grid)
     assert searched.by_lr == {t.params["lr"]: t.value for t in grid}
-    assert searched.best_val_accuracy == max(t.value for t in trials)
-    assert searched.lr == searched.study.best_trial.params["lr"]
+    # the largest rate among the trials within one standard error of the best
+    top = max(t.value for t in trials)
+    n_val = 1797 // 10  # the held-out tenth of the 1,797 digits
+    close = [t for t in trials if t.value >= top - (top * (1 - top) / n_val) ** 0.5]
+    assert searched.lr == max(t.params["lr"] for t in close)
+    assert searched.best_val_accuracy in [t.value for t in close]
     assert searched.study.user_attrs["kind"] == "recovery"  # `report` does not offer it
     written = json.loads(result.policy_path.read_text())
     assert written["meta"]["recovery_search"]["lr"] == searched.lr

@@ -5,7 +5,9 @@ Both only show after training, so they are not searched with the latency search 
 trials do not train) but after it, on the chosen compressed model. Each trial trains the
 same number of steps from the same start, on the same batches, with its own settings
 (the cosine schedule runs its whole course in those steps), and is scored on held-out
-training data, never on the evaluation data the final model is reported on.
+training data, never on the evaluation data the final model is reported on. Of the
+trials within one standard error of the best score, the one with the largest rate wins
+(see _one_standard_error_choice).
 
 The learning rate matters most: BatchNorm folded into the convolutions leaves no
 normalization, and the rate that recovers one pruned model best makes another diverge
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -99,12 +102,26 @@ def search_recovery(student: onnx.ModelProto, teacher: onnx.ModelProto, train_se
     done = sum(1 for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
     if total > done:
         study.optimize(objective, n_trials=total - done, gc_after_trial=False)
-    best = study.best_trial
+    best = _one_standard_error_choice(study, len(val))
     by_lr = {float(t.params["lr"]): float(t.value) for t in study.trials
              if t.value is not None and not any(v for k, v in t.params.items() if k != "lr")}
     return RecoverySearch(float(best.params["lr"]),
                           {l: float(best.params[f"{l}:distill"]) for l in layers}, study,
                           float(best.value), dict(sorted(by_lr.items())), steps)
+
+
+def _one_standard_error_choice(study: optuna.Study, n_val: int) -> optuna.trial.FrozenTrial:
+    """Among the trials within one standard error of the best held-out accuracy, the one
+    with the largest learning rate (then the most accurate). The short trainings favour
+    small rates (the final training runs ten times longer, where a larger stable rate
+    gets further: MobileNetV2 at keep 0.5 scored 88.95% at 0.01 against 89.25% at 0.003
+    after 200 steps, but 91.9% against 91.6% after 3 epochs), while a rate that diverges
+    shows at once (ResNet-20 at keep 0.3: 10% at 0.01 after 200 steps, 83% at 0.003)."""
+    done = [t for t in study.trials if t.value is not None]
+    top = max(t.value for t in done)
+    error = math.sqrt(max(top * (1 - top), 1e-12) / max(n_val, 1))
+    close = [t for t in done if t.value >= top - error]
+    return max(close, key=lambda t: (t.params["lr"], t.value, -t.number))
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple]:
