@@ -490,6 +490,7 @@ def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
         _recover_by_training(result, proto, data, calibration, train_data, epochs, train_seconds,
                              lr, distill, feature_distill, distill_trials, trial_steps, qat,
                              progress, search_options)
+    chosen_on = result.before_after  # measured on `data`, like the trials
     if verify_data is not None:
         _verify(result, proto, verify_data, search_options)
     if report:
@@ -503,7 +504,7 @@ def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
             [l.to_dict() for l in info.layers], result.before_after,
             title=f"onnxamc: {output.name}",
             chosen_trial=found.result.best.number if found else None,
-            notes=_recovery_notes(result))
+            notes=_recovery_notes(result), markers=chosen_on)
     return result
 
 

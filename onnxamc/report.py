@@ -40,12 +40,15 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 def write_report(directory: str | Path, study: optuna.Study | None, policy: Policy | None,
                  layers: Sequence[dict], before_after: dict[str, dict] | None = None,
                  title: str = "onnxamc report", chosen_trial: int | None = None,
-                 notes: Sequence[str] = ()) -> ReportFiles:
+                 notes: Sequence[str] = (),
+                 markers: dict[str, dict] | None = None) -> ReportFiles:
     """Write the plots, report.html and report.md into `directory`.
 
     `layers` are layer-table rows (name, op_type, macs, ...); `before_after` maps a
     row label ("original", "compressed", ...) to a Metrics dict measured side by side;
-    `study` is None when no search ran (a given policy); `notes` are lines on recovery.
+    `study` is None when no search ran (a given policy); `notes` are lines on recovery;
+    `markers` are the rows to mark on the Pareto plot when `before_after` was measured on
+    other data than the trials (default: `before_after`).
     """
     import matplotlib
 
@@ -55,7 +58,8 @@ def write_report(directory: str | Path, study: optuna.Study | None, policy: Poli
     trials = [] if study is None else [
         t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if "metrics" in t.user_attrs]
-    plots = [_pareto_plot(directory / "pareto.png", trials, before_after, chosen_trial)]
+    plots = [_pareto_plot(directory / "pareto.png", trials,
+                          before_after if markers is None else markers, chosen_trial)]
     if study is not None:
         plots.append(_history_plot(directory / "history.png", study, trials))
     if policy is not None:
@@ -79,39 +83,44 @@ def _importance_plots(directory: Path, study, trials) -> list[Path]:
     None when the study is too small; a metric is left out when no parameter varied."""
     if study is None or len(trials) < MIN_TRIALS_FOR_IMPORTANCE:
         return []
-    import warnings
-
-    import matplotlib.pyplot as plt
-    from optuna.visualization.matplotlib import plot_param_importances
+    import matplotlib
 
     # the importance of the measured metrics, over the trials that measured them
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     view = optuna.create_study(directions=study.directions)
     view.add_trials([t for t in trials if all(_finite(t.user_attrs["metrics"].get(k))
                                               for k in ("accuracy", "latency_ratio"))])
-    paths = []
-    for key, name in (("accuracy", "accuracy"), ("latency_ratio", "latency")):
-        target = lambda t, key=key: t.user_attrs["metrics"][key]  # noqa: E731
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-                ranked = list(optuna.importance.get_param_importances(view, target=target))
-                ax = plot_param_importances(view, target=target, target_name=name,
-                                            params=ranked[:IMPORTANCE_TOP])
-        except (RuntimeError, ValueError, ZeroDivisionError):  # parameters that never varied
-            plt.close("all")
-            continue
-        ax.set_title(f"What decided {name}: the {min(IMPORTANCE_TOP, len(ranked))} most "
-                     "important actions", loc="left", fontsize=11)  # replaces Optuna's title
-        ax.set_ylabel("layer:action")
-        ax.set_xlabel("importance (fANOVA: share of the variance explained)")
-        ax.figure.set_size_inches(7.2, 4.4)
-        ax.figure.tight_layout()
-        path = directory / f"importance-{name}.png"
-        ax.figure.savefig(path, dpi=110)
-        plt.close(ax.figure)
-        paths.append(path)
-    return paths
+    with matplotlib.rc_context():  # Optuna's plots switch the global style to ggplot
+        paths = [_importance_plot(directory / f"importance-{name}.png", view, key, name)
+                 for key, name in (("accuracy", "accuracy"), ("latency_ratio", "latency"))]
+    return [p for p in paths if p is not None]
+
+
+def _importance_plot(path: Path, view: optuna.Study, key: str, name: str) -> Path | None:
+    import warnings
+
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    target = lambda t: t.user_attrs["metrics"][key]  # noqa: E731
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+            ranked = list(optuna.importance.get_param_importances(view, target=target))
+            ax = plot_param_importances(view, target=target, target_name=name,
+                                        params=ranked[:IMPORTANCE_TOP])
+    except (RuntimeError, ValueError, ZeroDivisionError):  # parameters that never varied
+        plt.close("all")
+        return None
+    ax.set_title(f"What decided {name}: the {min(IMPORTANCE_TOP, len(ranked))} most "
+                 "important actions", loc="left", fontsize=11)  # replaces Optuna's title
+    ax.set_ylabel("layer:action")
+    ax.set_xlabel("importance (fANOVA: share of the variance explained)")
+    ax.figure.set_size_inches(7.2, 4.4)
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=110)
+    plt.close(ax.figure)
+    return path
 
 
 def _finite(value) -> bool:

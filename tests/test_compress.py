@@ -99,6 +99,9 @@ def test_report_command_from_storage(tiny_cnn, tmp_path):
     assert names == {"pareto.png", "history.png", "policy.png", "importance-accuracy.png",
                      "importance-latency.png"}
     assert "importance-accuracy.png" in files.html.read_text()
+    import matplotlib  # Optuna's plots set the ggplot style globally: not beyond the report
+
+    assert matplotlib.rcParams["axes.facecolor"] == "white"
     import optuna  # the uniform starting points are marked as baselines for the plot
 
     study = optuna.load_study(study_name=None, storage=open_storage(tmp_path / "s.journal"))
