@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_compress)
 
     p = sub.add_parser("report", help="write the report of a stored study",
-                       description="Pareto plot, search history and the policy chart of a study, "
+                       description="Pareto plot (uniform baselines marked), search history, "
+                                   "the policy chart and Optuna's parameter importances of a "
+                                   "study, "
                                    "as report.html, report.md and PNG files.")
     p.add_argument("--storage", required=True, help="journal file or database URL of the study")
     p.add_argument("--study", help="study name (default: the only study in the storage)")
