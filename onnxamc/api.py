@@ -577,7 +577,7 @@ def _recover_by_training(result: CompressOutcome, proto, data, calibration, trai
         final = apply_policy(trained, bits_policy, calib)
     onnx.checker.check_model(final)
     dataset = data_for(proto, data, options.get("eval_samples"))
-    original, ptq, tuned = compare([proto, load_model(result.model_path), final], dataset,
+    original, ptq, tuned = compare([proto, result.models["compressed"], final], dataset,
                                    options.get("threads") or DEFAULT_THREADS,
                                    options.get("verify_runs", 200), target=options.get("target"))
     label = "compressed + " + ("QAT + KD" if bits and qat else "fine-tune + KD")
