@@ -326,6 +326,8 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
                    "study": name, "storage": storage, "trial": chosen.number,
                    "metrics": chosen.user_attrs["metrics"],
                    "confirmed": outcome.compressed.to_dict()}
+    if getattr(goal, "pick", None) is not None:
+        policy.meta["pick"] = goal.pick.describe()
     onnx.checker.check_model(compressed)
     outcome.policy = policy
     outcome.model_path = save_model(compressed, output)

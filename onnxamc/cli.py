@@ -510,8 +510,10 @@ def _print_search(outcome) -> bool:
         print("no trial finished; nothing written", file=sys.stderr)
         return False
     if not r.feasible:
-        print("warning: no policy met the objective's constraint; wrote the closest one",
-              file=sys.stderr)
+        rule = outcome.policy.meta.get("pick")
+        print(f"warning: no policy on the front meets --pick {rule}; wrote the closest one"
+              if rule else "warning: no policy met the objective's constraint; wrote the "
+              "closest one", file=sys.stderr)
     o, c = outcome.original, outcome.compressed
     print(f"best trial #{r.best.number}: accuracy {100 * c.accuracy:.2f}% "
           f"(original {100 * o.accuracy:.2f}%), latency x{c.latency_ratio:.3f} "

@@ -73,7 +73,9 @@ def test_cli_pick_rechooses_from_a_stored_front(tiny_cnn, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "(0 new" in out  # the study was complete: only the choice changed
     second = json.loads((tmp_path / "c.policy.json").read_text())["meta"]
-    assert "pick drop<=0.5" in second["objective"]
+    assert "pick drop<=0.5" in second["objective"] and second["pick"] == "drop<=0.5"
+    assert main(["search", *common, "--pick", "size<=0.0001"]) == 0  # nothing that small
+    assert "no policy on the front meets --pick size<=0.0001" in capsys.readouterr().err
     assert main(["search", str(tiny_cnn), "--data", "digits", "--pick", "knee"]) == 2
     assert "use it with --objective pareto" in capsys.readouterr().err
     assert main(["search", *common, "--pick", "latency<0.5"]) == 2
