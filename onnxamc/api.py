@@ -27,9 +27,10 @@ from onnxamc.graph.size import layer_bits_per_weight
 from onnxamc.policy import LayerAction, Policy, parse_uniform
 from onnxamc.runtime import DEFAULT_THREADS
 from onnxamc.runtime.target import DEFAULT_TARGET, Target, load_target
-from onnxamc.search import (AccuracyBound, LatencyBudget, SearchResult, SearchSpace, Shaping,
-                            make_sampler, open_study, parse_objective, run_search,
-                            slots_from_layers)
+from onnxamc.search import (AccuracyBound, LatencyBudget, MultiObjective, SearchResult,
+                            SearchSpace, Shaping, make_sampler, open_study, parse_objective,
+                            run_search, slots_from_layers)
+from onnxamc.search.pick import parse_pick
 from onnxamc.search.predictor import AccuracyPredictor
 from onnxamc.search.priors import load_sensitivity, prior_policies
 from onnxamc.search.transfer import transfer_policy
@@ -335,17 +336,26 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     return outcome
 
 
-CONFIRM_TOP = 3
+CONFIRM_TOP = 3  # best feasible trials of a constrained search re-measured
+
+
+CONFIRM_FRONT = 16  # Pareto-front members re-measured before the pick rule chooses
 
 
 def _confirm_best(result, goal, space, reference, build, dataset, threads, runs, target):
-    """Re-measure the few best feasible trials side by side with the original and pick
-    by these numbers: a latency measured within one trial is noisy on a shared machine,
-    and the search's best is often its luckiest measurement rather than its fastest
-    model. Constrained objectives only (their value and constraint read accuracy and
-    latency alone). Returns (trial, model, (original metrics, its metrics))."""
-    candidates = [result.best]
-    if result.feasible and isinstance(goal, (LatencyBudget, AccuracyBound)):
+    """Re-measure the best candidates side by side with the original and choose by these
+    numbers: a latency measured within one trial is noisy on a shared machine, and the
+    search's best is often its luckiest measurement rather than its fastest model.
+    Constrained objectives re-measure their few best feasible trials; a Pareto search
+    re-measures its front and applies its pick rule to the new numbers (and sets
+    `result.feasible` to whether the rule is met). Other objectives keep their best.
+    Returns (trial, model, (original metrics, its metrics))."""
+    multi = isinstance(goal, MultiObjective) and bool(result.pareto)
+    if multi:
+        candidates = sorted(result.pareto, key=lambda t: abs(
+            t.user_attrs["metrics"]["latency_ratio"]
+            - result.best.user_attrs["metrics"]["latency_ratio"]))[:CONFIRM_FRONT]
+    elif result.feasible and isinstance(goal, (LatencyBudget, AccuracyBound)):
         sign = -1 if goal.direction == "maximize" else 1
         ranked = sorted((t for t in result.study.get_trials(
                             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -359,22 +369,29 @@ def _confirm_best(result, goal, space, reference, build, dataset, threads, runs,
                 candidates.append(t)
             if len(candidates) == CONFIRM_TOP:
                 break
+    else:
+        candidates = [result.best]
     models = [build(space.policy_from_params(t.params)) for t in candidates]
     measured = compare([reference] + models, dataset, threads, runs, target=target)
     original = measured[0]
+    rows = []
+    for m in measured[1:]:
+        row = m.to_dict()
+        row["accuracy_drop"] = original.accuracy - row["accuracy"]
+        row["size_ratio"] = m.size_bytes / original.size_bytes
+        rows.append(row)
+    if multi:
+        rule = goal.pick or parse_pick(None, goal.max_drop)
+        best, result.feasible = rule.choose(rows) or (0, False)
+    else:
+        def score(i: int):
+            if not isinstance(goal, (LatencyBudget, AccuracyBound)):
+                return (False, 0.0, i)
+            sign = -1 if goal.direction == "maximize" else 1
+            return (goal.constraint(rows[i]) > 0, sign * goal.value(rows[i]), i)
 
-    def score(i: int):
-        m = measured[i + 1].to_dict()
-        m["accuracy_drop"] = original.accuracy - m["accuracy"]
-        feasible = goal.constraint(m) <= 0 if isinstance(goal, (LatencyBudget, AccuracyBound)) \
-            else True
-        value = goal.value(m) if isinstance(goal, (LatencyBudget, AccuracyBound)) else 0.0
-        sign = -1 if getattr(goal, "direction", "minimize") == "maximize" else 1
-        return (not feasible, sign * value, i)
-
-    best = min(range(len(candidates)), key=score)
+        best = min(range(len(candidates)), key=score)
     return candidates[best], models[best], (original, measured[best + 1])
-
 
 
 def sensitivity(model: ModelLike = None, data: DataLike = DEFAULT_DATA,

@@ -67,8 +67,11 @@ def test_cli_pick_rechooses_from_a_stored_front(tiny_cnn, tmp_path, capsys):
               "--no-progress", "--trials", "8", "--agent", "nsga2", "--objective", "pareto",
               "--actions", "quant,sparsity=0:0.6:0.3", "--study", "front"]
     assert main(["search", *common, "--pick", "knee"]) == 0
+    out = capsys.readouterr().out
     first = json.loads((tmp_path / "c.policy.json").read_text())["meta"]
     assert "pick knee" in first["objective"]
+    front = out[out.index("Pareto front"):].split("(trials ")[1].split(")")[0].split(", ")
+    assert str(first["trial"]) in front  # chosen from the re-measured front
     assert main(["search", *common, "--pick", "drop<=0.5"]) == 0
     out = capsys.readouterr().out
     assert "(0 new" in out  # the study was complete: only the choice changed
