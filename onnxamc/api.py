@@ -450,6 +450,7 @@ class CompressOutcome:
     kept: str = "post-training quantization"
     models: dict[str, onnx.ModelProto] = field(default_factory=dict, repr=False)  # as before_after
     verified_on: str | None = None  # the data before_after was measured on, if not `data`
+    data_name: str | None = None  # `data`: what the search and the recovery chose by
 
 
 def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
@@ -510,6 +511,7 @@ def compress(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
                              lr, distill, feature_distill, distill_trials, trial_steps, qat,
                              progress, search_options)
     chosen_on = result.before_after  # measured on `data`, like the trials
+    result.data_name = str(getattr(data, "name", data))
     if verify_data is not None:
         _verify(result, proto, verify_data, search_options)
     if report:
@@ -664,6 +666,10 @@ def _recovery_notes(result: CompressOutcome) -> list[str]:
     if result.verified_on is not None:
         notes.append(f"Before/after measured on {result.verified_on}: data the search and the "
                      "recovery did not choose by.")
+    elif result.data_name is not None:
+        notes.append(f"Before/after measured on {result.data_name}, the data the policy and "
+                     "the recovery were chosen by (--verify-data measures on data that chose "
+                     "nothing).")
     if result.search is None and result.policy_path is not None:
         notes.append("Policy given by the user (no search).")
     if result.recovery_search is not None:

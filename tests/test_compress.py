@@ -128,6 +128,7 @@ def test_compress_with_a_given_policy_skips_the_search(tiny_cnn, tmp_path, capsy
     report = tmp_path / "g-report"
     assert {p.name for p in report.glob("*.png")} == {"pareto.png", "policy.png"}
     assert "Policy given by the user" in (report / "report.md").read_text()
+    assert "Before/after measured on digits, the data" in (report / "report.md").read_text()
     # a policy made for another model is refused in one line
     other = api.uniform_policy(api.load(), "bits=8")
     other.save(tmp_path / "other.json")
