@@ -30,7 +30,6 @@ from onnxamc.runtime.target import DEFAULT_TARGET, Target, load_target
 from onnxamc.search import (AccuracyBound, LatencyBudget, MultiObjective, SearchResult,
                             SearchSpace, Shaping, make_sampler, open_study, parse_objective,
                             run_search, slots_from_layers)
-from onnxamc.search.pick import parse_pick
 from onnxamc.search.predictor import AccuracyPredictor
 from onnxamc.search.priors import load_sensitivity, prior_policies
 from onnxamc.search.transfer import transfer_policy
@@ -381,8 +380,7 @@ def _confirm_best(result, goal, space, reference, build, dataset, threads, runs,
         row["size_ratio"] = m.size_bytes / original.size_bytes
         rows.append(row)
     if multi:
-        rule = goal.pick or parse_pick(None, goal.max_drop)
-        best, result.feasible = rule.choose(rows) or (0, False)
+        best, result.feasible = goal.pick_rule.choose(rows) or (0, False)
     else:
         def score(i: int):
             if not isinstance(goal, (LatencyBudget, AccuracyBound)):

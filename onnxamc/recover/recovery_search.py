@@ -125,13 +125,10 @@ def _one_standard_error_choice(study: optuna.Study, n_val: int) -> optuna.trial.
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    shapes = {}
-    for vi in [*inferred.graph.value_info, *inferred.graph.output]:
-        dims = vi.type.tensor_type.shape.dim
-        shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param
-                                for d in dims)
-    return shapes
+    """Tensor shapes after shape inference (compressed graphs carry none of their own)."""
+    from onnxamc.graph.layers import _known_shapes
+
+    return _known_shapes(onnx.shape_inference.infer_shapes(model))
 
 
 def _digest(student: onnx.ModelProto, layers: list[str], lrs: list[float], steps: int) -> str:

@@ -158,6 +158,11 @@ class MultiObjective:
     def label(self) -> str:
         return "pareto"
 
+    @property
+    def pick_rule(self) -> PickRule:
+        """The given rule, or the default: the fastest within `max_drop` (1 point)."""
+        return self.pick or parse_pick(None, self.max_drop)
+
     def describe(self) -> str:
         front = "Pareto front of " + ", ".join(
             f"{n} ({'max' if d == 'maximize' else 'min'})" for n, d in zip(self.names, self.directions))

@@ -21,7 +21,6 @@ from onnxamc.errors import EvaluationError, SearchError
 from onnxamc.policy import Policy
 from onnxamc.search.objective import Objective, Shaping, objective_values
 from onnxamc.search.pareto import pareto_indices
-from onnxamc.search.pick import parse_pick
 from onnxamc.search.space import SearchSpace
 from onnxamc.search.storage import open_storage
 
@@ -243,8 +242,7 @@ def best_trial(study: optuna.Study, objective: Objective):
         return None
     feasible = [t for t in trials if t.constraints[CONSTRAINT] <= 0]
     if feasible and len(objective.directions) > 1:
-        rule = getattr(objective, "pick", None) or parse_pick(None, objective.max_drop)
-        picked = rule.choose([t.user_attrs.get("metrics", {}) for t in feasible])
+        picked = objective.pick_rule.choose([t.user_attrs.get("metrics", {}) for t in feasible])
         if picked is not None:
             return feasible[picked[0]], picked[1]
         return max(feasible, key=lambda t: (t.values[0], -t.number)), True
