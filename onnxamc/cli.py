@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_sensitivity)
 
     p = sub.add_parser("targets", help="list and validate the deployment targets",
-                       description="List the shipped targets (onnxamc/targets/*.toml) and any "
+                       description="List the shipped targets (targets/*.toml) and any "
                                    "TOML files given, validate each, and say whether this "
                                    "machine can measure on it now.")
     p.add_argument("paths", nargs="*", help="extra target TOML files to validate")

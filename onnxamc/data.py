@@ -110,7 +110,7 @@ def _fashion_mnist(split: str, inputs: Sequence[InputSpec]) -> Dataset:
     if split in ("eval", "calib"):
         path = DATA_DIR / f"fashion-mnist-{split}.npz"
         if not path.exists():
-            raise DataError(f"bundled subset {path} is missing (run tools/train_reference.py --subsets)")
+            raise DataError(f"bundled subset {path} is missing (run python -m onnxamc.models.train --subsets)")
         with np.load(path) as f:
             images, labels = _scale(f["images"]), f["labels"]
     elif split in ("test", "train"):

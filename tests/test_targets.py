@@ -22,19 +22,8 @@ def has_cuda_ort() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def test_shipped_targets_are_package_data_and_valid():
-    import tomllib
-    from pathlib import Path
-
-    import onnxamc
-    from onnxamc.runtime.target import TARGETS_DIR
-
+def test_shipped_targets_are_valid():
     assert SHIPPED <= set(shipped_targets())
-    assert TARGETS_DIR.parent == Path(onnxamc.__file__).parent  # inside the package
-    pyproject = Path(onnxamc.__file__).parent.parent / "pyproject.toml"
-    if pyproject.exists():  # a source checkout: the wheel must carry the files
-        data = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]
-        assert "targets/*.toml" in data["onnxamc"]
     for name in SHIPPED:
         t = load_target(name)
         assert t.name == name and t.runtime in ("onnxruntime", "tvm")

@@ -4,7 +4,8 @@ A target names the runtime (onnxruntime or TVM), the device (local CPU, local CU
 remote board reached through a TVM RPC tracker), thread count, execution-provider
 options, the TVM target as a JSON dict (TVM 0.27 rejects target strings), the tuning
 budget and database, and the tracker address. The shipped targets live in
-`onnxamc/targets/*.toml` (package data, so an installed onnxamc finds them); a path to
+`targets/*.toml` (installed as the package `onnxamc.targets`, so an installed onnxamc
+finds them); a path to
 any other TOML file works the same. Schema (every key but `runtime` is optional):
 
     description = "one line"
@@ -39,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnxamc.errors import TargetError
+from onnxamc.targets import TARGETS_DIR
 
-TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 DEFAULT_TARGET = "cpu-ort"
 RUNTIMES = ("onnxruntime", "tvm")
 DEVICES = ("cpu", "cuda", "remote")

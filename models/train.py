@@ -1,11 +1,11 @@
 """Train a reference model on the full Fashion-MNIST training set and export it to ONNX.
 
-Run once; the results are committed (onnxamc/models/*.onnx, the model card and the
+Run once; the results are committed (models/*.onnx, the model card and the
 evaluation / calibration subsets), so tests and the default run need no training.
 
-    python tools/train_reference.py resnet20 --epochs 10 --threads 1
-    python tools/train_reference.py mobilenetv2 --epochs 12 --threads 1
-    python tools/train_reference.py --subsets   # writes the eval/calibration .npz files
+    python -m onnxamc.models.train resnet20 --epochs 10 --threads 1
+    python -m onnxamc.models.train mobilenetv2 --epochs 12 --threads 1
+    python -m onnxamc.models.train --subsets   # writes the eval/calibration .npz files
 
 Needs the Debian package dataset-fashion-mnist (files under /usr/share/datasets).
 """
