@@ -19,6 +19,7 @@ from onnx import numpy_helper
 from onnxamc.errors import PolicyError
 from onnxamc.graph.groups import ChannelAnalysis, PruningPlan, channel_groups, kept_count
 from onnxamc.graph.model import constant_array, infer, initializer_map
+from onnxamc.graph.model import copy_model
 
 CRITERIA = ("l1", "l2")
 DEFAULT_MULTIPLE = 8
@@ -130,8 +131,7 @@ def _never_empty(analysis: ChannelAnalysis, kept: np.ndarray, score: np.ndarray,
 
 def apply_plan(model: onnx.ModelProto, plan: PruningPlan) -> onnx.ModelProto:
     """A copy of `model` with the plan's edits; node names and graph I/O unchanged."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = copy_model(model)
     graph = out.graph
     inits = initializer_map(out)
     names = plan.analysis.tracer.names

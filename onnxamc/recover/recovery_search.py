@@ -77,7 +77,6 @@ def search_recovery(student: onnx.ModelProto, teacher: onnx.ModelProto, train_se
     layers = [l for l in distill_layers if l in tensors] if distill_trials else []
     lrs = sorted(set(lrs))
     name = f"{study_name}-{_digest(student, layers, lrs, steps)}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the caller reports the outcome
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(lrs)),

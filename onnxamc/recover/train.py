@@ -58,15 +58,26 @@ class TrainReport:
 def train(student: onnx.ModelProto, data: Dataset, config: TrainConfig,
           val: Dataset | None = None,
           teacher: onnx.ModelProto | None = None) -> tuple[onnx.ModelProto, TrainReport]:
-    """Train the student's float weights; returns the same graph with new weights."""
+    """Train the student's float weights; returns the same graph with new weights.
+    torch runs on `config.threads` threads meanwhile; the caller's setting is restored."""
     import torch
-    import torch.nn.functional as F
 
     if data.labels is None and (teacher is None or config.distill_weight < 1.0):
         raise ValueError("training data has no labels: use distillation only "
                          "(distill_weight=1 with a teacher) or give labelled data")
+    before = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
+    try:
+        return _train(student, data, config, val, teacher)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(student, data, config, val, teacher) -> tuple[onnx.ModelProto, TrainReport]:
+    import torch
+    import torch.nn.functional as F
+
     torch.manual_seed(config.seed)
     model_outputs = {o.name for o in student.graph.output}  # logits are distilled already
     features = [t for t, w in config.feature_weights.items() if w > 0 and t not in model_outputs]
