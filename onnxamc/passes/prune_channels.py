@@ -119,8 +119,7 @@ def _never_empty(analysis: ChannelAnalysis, kept: np.ndarray, score: np.ndarray,
     for atoms in parts:
         roots = analysis.roots[atoms]
         if len(roots) and not alive.intersection(roots.tolist()):
-            group = analysis.group_key[atoms[0]]
-            if analysis._index_of_key.get(int(group)) not in pruned:
+            if analysis.group_index(atoms[0]) not in pruned:
                 continue
             best = int(roots[np.argmax(score[roots])])
             alive.add(best)
