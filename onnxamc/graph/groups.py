@@ -172,6 +172,16 @@ class PruningPlan:
             sizes = [self.kept(p) for p in edit.parts]
             if sizes != [len(p) for p in edit.parts]:
                 self.values[(edit.node, 1)] = np.array(sizes, dtype=np.int64)
+        elif edit.kind == "gather":
+            indices = t.const(node.input[1])
+            flat = indices.ravel().astype(np.int64) % len(edit.atoms)
+            kept_in = self.alive[edit.atoms]
+            position = np.cumsum(kept_in) - 1  # index of each kept input channel after pruning
+            shape = list(indices.shape)
+            shape[edit.entry] = int(kept_in[flat].sum())
+            new = position[flat[kept_in[flat]]].astype(indices.dtype).reshape(shape)
+            if new.shape != indices.shape or (new != indices).any():
+                self.values[(edit.node, 1)] = new
         elif edit.kind == "slice":
             before = self.kept(edit.atoms[:edit.start])
             inside = self.kept(edit.atoms[edit.start:edit.stop])
@@ -199,7 +209,7 @@ class PruningPlan:
             name = t.nodes[key[0]].input[key[1]] if key[1] < len(t.nodes[key[0]].input) else ""
             old = t.const(name) if name else None
             if old is None or old.shape != value.shape or (old != value).any():
-                edited[key] = ("value", tuple(value.tolist()))
+                edited[key] = ("value", value.shape, str(value.dtype), tuple(value.ravel().tolist()))
         names = {key: new_input_name(t, key) for key in edited}
         changes: dict[str, dict] = {}
         for key, sig in edited.items():
@@ -217,7 +227,7 @@ class PruningPlan:
         if not sig:
             return old_shape
         if sig[0] == "value":
-            return (len(sig[1]),)
+            return tuple(sig[1])
         shape = list(old_shape)
         for ax, mask in self.masks[key].items():
             shape[ax] = int(mask.sum())

@@ -63,6 +63,8 @@ class ConstEdit:
     kind "slice": starts/ends on axis position `entry` are remapped through `atoms`
     (the sliced input's atoms) for the original range [start, stop).
     kind "group": the node's `group` attribute becomes the kept count of `atoms`.
+    kind "gather": the constant indices (input 1, channels on their axis `entry`) into
+    `atoms` (the gathered input's) keep the kept channels, renumbered.
     """
 
     kind: str
@@ -181,11 +183,24 @@ class Tracer:
         return name in self.inits or name in self._transposed
 
     def param(self, i: int, k: int, axis: int, atoms: np.ndarray, importance: bool = True):
+        """Input k of node i is a constant that loses the removed `atoms` along `axis`.
+
+        A size-1 (broadcast) axis is left alone; anything else that is not a constant
+        with exactly one entry per atom there cannot follow the channels."""
         name = self.nodes[i].input[k]
         if name in self._transposed:  # edit the initializer behind the Transpose
             i, perm = self._transposed[name]
             k, axis, name = 0, perm[axis], self.nodes[i].input[0]
-        self.params.append(ParamSlot(i, k, name, axis, atoms, importance))
+        if not self.is_const(name):
+            raise Unsupported(f"{name!r} is not a constant")
+        shape = self.shape(name) if name in self.inits else self.const(name).shape
+        if not -len(shape) <= axis < len(shape):
+            raise Unsupported(f"{name!r} has no axis {axis}")
+        if shape[axis] == 1 and len(atoms) != 1:
+            return  # broadcast along the channels: the same value for every channel
+        if shape[axis] != len(atoms):
+            raise Unsupported(f"{name!r} has {shape[axis]} entries for {len(atoms)} channels")
+        self.params.append(ParamSlot(i, k, name, axis % len(shape), atoms, importance))
 
     def reads(self, i: int, axis: int, atoms: np.ndarray, all_atoms: np.ndarray) -> None:
         """Layer i reads these channels through its weight's `axis`."""

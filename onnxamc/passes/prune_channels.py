@@ -184,7 +184,7 @@ def _match_initializer_inputs(graph, inits) -> None:
 
 def _new_value(plan: PruningPlan, key, sig, old: np.ndarray | None) -> np.ndarray:
     if sig[0] == "value":
-        return np.asarray(plan.values[key], dtype=np.int64)
+        return np.asarray(plan.values[key])
     value = old
     for axis, mask in plan.masks[key].items():
         value = np.compress(mask, value, axis=axis)

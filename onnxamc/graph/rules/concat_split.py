@@ -1,4 +1,5 @@
-"""Concat, Split and Slice: channel layouts joined at offsets or cut into parts."""
+"""Concat, Split, Slice and Gather: channel layouts joined at offsets, cut into parts
+or picked by constant indices."""
 
 from __future__ import annotations
 
@@ -90,4 +91,28 @@ def slice_(t: Tracer, i: int, node) -> None:
 
 
 
-RULES = {"Concat": concat, "Split": split, "Slice": slice_}
+def gather(t: Tracer, i: int, node) -> None:
+    """Gather along another axis keeps the channels (a scalar index drops its axis: the
+    class token of a ViT). Along the channel axis with constant indices (as_strided,
+    a channel permutation) the picked atoms follow, and the indices are renumbered."""
+    lay = t.layout(node.input[0])
+    if lay is None or t.layout(node.input[1]) is not None:
+        raise Unsupported("channels in the indices")
+    rank = t.rank(node.input[0])
+    axis = int(t.attr(node, "axis", 0)) % rank
+    q = t.rank(node.input[1])
+    if lay.axis != axis:
+        t.set(node.output[0], lay.axis if lay.axis < axis else lay.axis - 1 + q, lay.atoms)
+        return
+    indices = t.const(node.input[1])
+    if indices is None:
+        raise Unsupported("gathers channels by computed indices")
+    varying = [a for a, d in enumerate(indices.shape) if d > 1]
+    if len(varying) != 1:
+        raise Unsupported("gathers single channels or a grid of them")
+    flat = indices.ravel().astype(np.int64) % len(lay.atoms)
+    t.set(node.output[0], axis + varying[0], lay.atoms[flat])
+    t.edits.append(ConstEdit("gather", i, lay.atoms, entry=varying[0]))
+
+
+RULES = {"Concat": concat, "Split": split, "Slice": slice_, "Gather": gather}

@@ -36,13 +36,7 @@ def conv(t: Tracer, i: int, node) -> None:
             t.reads(i, 1, lay.atoms, lay.atoms)
         out = t.source(i, c_out)
     elif groups == c_in and c_in > 1:  # depthwise (channel multiplier c_out / c_in)
-        if lay is None:
-            out = t.atoms.new_source(t.names[i], c_out, f"{node.op_type} node {t.names[i]!r} "
-                                     "(depthwise over a model input)")
-        else:
-            out = np.repeat(lay.atoms, c_out // c_in)
-            t.edits.append(ConstEdit("group", i, lay.atoms))
-        t.layer_sources[t.names[i]] = out
+        out = _depthwise(t, i, node, lay, c_in, c_out)
     else:
         if lay is not None:
             per_group = lay.atoms.reshape(groups, -1)
@@ -57,6 +51,29 @@ def conv(t: Tracer, i: int, node) -> None:
     if bias:
         t.param(i, 2, 0, out, importance=False)
     t.set(node.output[0], 1, out)
+
+
+def _depthwise(t: Tracer, i: int, node, lay, c_in: int, c_out: int) -> np.ndarray:
+    """Output channel c*m + j is filter j of input channel c (multiplier m = c_out / c_in).
+    Over tracked channels each output follows its input channel (the group count follows).
+    Over fixed channels (a model input, an op that blocks) the group count stays, so only
+    the multiplier can shrink: filter j goes from every group at once."""
+    multiplier = c_out // c_in
+    if lay is not None:
+        t.edits.append(ConstEdit("group", i, lay.atoms))
+        out = np.repeat(lay.atoms, multiplier)
+        t.layer_sources[t.names[i]] = out
+        return out
+    if multiplier == 1:
+        out = t.atoms.new_source(t.names[i], c_out, f"{node.op_type} node {t.names[i]!r} "
+                                 "(depthwise over fixed input channels, multiplier 1)")
+        t.layer_sources[t.names[i]] = out
+        return out
+    out = t.source(i, c_out)
+    grid = out.reshape(c_in, multiplier)
+    for row in grid[1:]:
+        t.atoms.union(grid[0], row)
+    return out
 
 
 def conv_transpose(t: Tracer, i: int, node) -> None:
@@ -76,8 +93,6 @@ def conv_transpose(t: Tracer, i: int, node) -> None:
     if len(node.input) > 2 and node.input[2]:
         t.param(i, 2, 0, out, importance=False)
     t.set(node.output[0], 1, out)
-
-
 
 
 RULES = {"Conv": conv, "ConvTranspose": conv_transpose,

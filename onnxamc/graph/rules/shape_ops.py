@@ -1,4 +1,4 @@
-"""Shape ops: Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Pad, Resize, Shape."""
+"""Shape ops: Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Pad, Resize, Shape, Expand."""
 
 from __future__ import annotations
 
@@ -37,14 +37,40 @@ def unsqueeze(t: Tracer, i: int, node) -> None:
 
 
 def pad(t: Tracer, i: int, node) -> None:
+    """Pad with constant pads (as an input, an attribute, or for the given `axes`): fine
+    while the channel axis gets no padding."""
     lay = t.layout(node.input[0])
+    if any(t.layout(n) is not None for n in node.input[1:]):
+        raise Unsupported("channels on a side input")
     rank = t.rank(node.input[0])
-    pads = t.const(node.input[1]) if len(node.input) > 1 else t.attr(node, "pads")
-    if pads is None or (len(node.input) > 3 and node.input[3]):
-        raise Unsupported("non-constant pads or axes")
-    if int(pads[lay.axis]) or int(pads[lay.axis + rank]):
-        raise Unsupported("pads the channel axis")
+    pads = t.const(node.input[1]) if len(node.input) > 1 and node.input[1] \
+        else t.attr(node, "pads")
+    if pads is None:
+        raise Unsupported("non-constant pads")
+    axes = list(range(rank))
+    if len(node.input) > 3 and node.input[3]:
+        value = t.const(node.input[3])
+        if value is None:
+            raise Unsupported("non-constant axes")
+        axes = [int(a) % rank for a in np.ravel(value)]
+    pads = np.ravel(pads)
+    if lay.axis in axes:
+        j = axes.index(lay.axis)
+        if int(pads[j]) or int(pads[j + len(axes)]):
+            raise Unsupported("pads the channel axis")
     t.set(node.output[0], lay.axis, lay.atoms)
+
+
+def expand(t: Tracer, i: int, node) -> None:
+    """Expand broadcasts size-1 axes: a channel axis (size > 1) keeps its atoms."""
+    lay = t.layout(node.input[0])
+    if lay is None or t.layout(node.input[1]) is not None:
+        raise Unsupported("channels in the target shape")
+    out = t.shape(node.output[0])
+    axis = lay.axis + t.rank(node.output[0]) - t.rank(node.input[0])
+    if out is None or out[axis] != len(lay.atoms):
+        raise Unsupported("expands the channel axis")
+    t.set(node.output[0], axis, lay.atoms)
 
 
 def resize(t: Tracer, i: int, node) -> None:
@@ -70,8 +96,9 @@ def shape(t: Tracer, i: int, node) -> None:
 def reshape(t: Tracer, i: int, node) -> None:
     """Reshape / Flatten: merging the channel axis with others repeats its atoms (stride
     expansion into a Gemm); splitting it into several axes ties atoms so one axis stays
-    prunable: the outer one for a split of the last axis (attention heads move whole),
-    the inner one otherwise (channel shuffle keeps the group count)."""
+    prunable: for a split of the last axis the heads move whole (the outer axis of
+    (heads, head_dim), the middle one of a stacked (q/k/v, heads, head_dim)); the inner
+    one otherwise (channel shuffle keeps the group count)."""
     lay = t.layout(node.input[0])
     src, dst = t.shape(node.input[0]), t.shape(node.output[0])
     if src is None or dst is None:
@@ -94,7 +121,10 @@ def reshape(t: Tracer, i: int, node) -> None:
                not (grid == grid.take([0], axis=a)).all()]
     if not varying:
         raise Unsupported("single channel")
-    keep = varying[0] if lay.axis == len(src) - 1 else varying[-1]
+    if lay.axis != len(src) - 1:
+        keep = varying[-1]
+    else:
+        keep = varying[1] if len(varying) >= 3 else varying[0]
     moved = np.moveaxis(grid, keep, 0).reshape(grid.shape[keep], -1)
     for col in range(1, moved.shape[1]):
         t.atoms.union(moved[:, 0], moved[:, col])
@@ -125,6 +155,6 @@ def _reshape_span(src, dst, axis):
     return (i0, i1), (j0, j1)
 
 
-
 RULES = {"Transpose": transpose, "Squeeze": squeeze, "Unsqueeze": unsqueeze,
-         "Reshape": reshape, "Flatten": reshape, "Shape": shape, "Pad": pad, "Resize": resize}
+         "Reshape": reshape, "Flatten": reshape, "Shape": shape, "Pad": pad, "Resize": resize,
+         "Expand": expand}
