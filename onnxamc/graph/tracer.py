@@ -128,6 +128,8 @@ class Tracer:
     def shape(self, name: str) -> tuple | None:
         if name in self.inits:
             return tuple(int(d) for d in self.inits[name].dims)
+        if name in self._constants and name not in self.shapes:
+            return self.const(name).shape
         return self.shapes.get(name)
 
     def rank(self, name: str) -> int:
@@ -193,7 +195,7 @@ class Tracer:
             k, axis, name = 0, perm[axis], self.nodes[i].input[0]
         if not self.is_const(name):
             raise Unsupported(f"{name!r} is not a constant")
-        shape = self.shape(name) if name in self.inits else self.const(name).shape
+        shape = self.shape(name)
         if not -len(shape) <= axis < len(shape):
             raise Unsupported(f"{name!r} has no axis {axis}")
         if shape[axis] == 1 and len(atoms) != 1:

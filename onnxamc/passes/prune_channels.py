@@ -82,7 +82,7 @@ def channel_importance(model: onnx.ModelProto, analysis: ChannelAnalysis,
     for slot in analysis.tracer.params:
         if not slot.importance:
             continue
-        w = np.moveaxis(numpy_helper.to_array(inits[slot.tensor]), slot.axis, 0)
+        w = np.moveaxis(constant_array(model, slot.tensor, inits), slot.axis, 0)
         w = w.reshape(len(slot.atoms), -1)
         norms = np.abs(w).sum(axis=1, dtype=np.float64) if criterion == "l1" else \
             np.sqrt(np.square(w).sum(axis=1, dtype=np.float64))

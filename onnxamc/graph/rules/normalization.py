@@ -19,15 +19,14 @@ def norm_channel_first(t: Tracer, i: int, node) -> None:
     if len(node.output) > 1 and any(node.output[1:]):
         raise Unsupported("training-mode outputs")
     for k, name in enumerate(node.input[1:], start=1):
-        if name not in t.inits:
-            raise Unsupported(f"{name!r} is not an initializer")
         t.param(i, k, 0, lay.atoms, importance=(k == 1))
     t.set(node.output[0], 1, lay.atoms)
 
 
 def layer_norm(t: Tracer, i: int, node) -> None:
     """LayerNormalization: when the channel axis is normalised, scale and bias follow it
-    (the statistics then run over the kept channels)."""
+    wherever they come from (initializer or Constant node; the statistics then run over
+    the kept channels)."""
     lay = t.layout(node.input[0])
     rank = t.rank(node.input[0])
     first = int(t.attr(node, "axis", -1)) % rank
@@ -36,13 +35,8 @@ def layer_norm(t: Tracer, i: int, node) -> None:
     if lay.axis >= first:
         t.mixed.append(lay.atoms)
         for k, name in enumerate(node.input[1:3], start=1):
-            if not name:
-                continue
-            shape = t.shape(name)
-            if name not in t.inits or shape is None:
-                raise Unsupported(f"{name!r} is not an initializer")
-            ax = len(shape) - (rank - lay.axis)
-            if ax >= 0 and shape[ax] == len(lay.atoms) and len(lay.atoms) > 1:
+            ax = t.rank(name) - (rank - lay.axis) if name else -1
+            if ax >= 0:  # else broadcast over the channels
                 t.param(i, k, ax, lay.atoms, importance=(k == 1))
     t.set(node.output[0], lay.axis, lay.atoms)
 
@@ -60,12 +54,8 @@ def group_norm(t: Tracer, i: int, node) -> None:
     for k, name in enumerate(node.input[1:3], start=1):
         shape = t.shape(name)
         if shape and shape[0] == len(lay.atoms) and groups < len(lay.atoms):
-            if name not in t.inits:
-                raise Unsupported(f"{name!r} is not an initializer")
             t.param(i, k, 0, lay.atoms, importance=(k == 1))
     t.set(node.output[0], 1, lay.atoms)
-
-
 
 
 RULES = {"BatchNormalization": norm_channel_first, "InstanceNormalization": norm_channel_first,
