@@ -24,6 +24,7 @@ from onnxamc.graph.blocks import ResidualBlock, residual_blocks
 from onnxamc.graph.groups import ChannelGroup, channel_groups as _channel_groups
 from onnxamc.passes import CALIBRATION_METHODS, apply_policy, structural_fit
 from onnxamc.graph.size import layer_bits_per_weight
+from onnxamc.runtime.check import check_compressed
 from onnxamc.policy import LayerAction, Policy, parse_uniform
 from onnxamc.runtime import DEFAULT_THREADS
 from onnxamc.runtime.target import DEFAULT_TARGET, Target, load_target
@@ -124,8 +125,8 @@ def apply(model: ModelLike, policy: Policy | str | Path,
                           f"use one of {', '.join(CALIBRATION_METHODS)}")
     out = apply_policy(proto, policy, _lazy_calibration(proto, calibration, calibration_samples),
                        calibration_method, reconstruct=reconstruct,
-                       channel_multiple=channel_multiple, importance=importance)
-    onnx.checker.check_model(out)
+                       channel_multiple=channel_multiple, importance=importance,
+                       check=check_compressed)
     if output is not None:
         save_model(out, output)
     return out

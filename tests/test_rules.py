@@ -394,3 +394,75 @@ def test_a_failing_rule_is_logged_and_recorded_apart_from_unsupported(caplog):
     assert not group.prunable and analysis.rule_failures == [expected]
     assert expected in caplog.text
     assert analysis.group_of("conv2").rule_failure is None
+
+
+def test_inspect_names_a_failed_rule_and_counts_groups(tmp_path, capsys):
+    from onnxamc.cli import main
+
+    def broken(t, i, node):
+        raise KeyError("x")
+
+    path = tmp_path / "custom.onnx"
+    onnx.save(_custom_op_model(), str(path))
+    register_rule("Swish", broken, domain="my.ops")
+    try:
+        assert main(["inspect", str(path)]) == 0
+    finally:
+        unregister_rule("Swish", domain="my.ops")
+    out = capsys.readouterr().out
+    assert "RULE FAILED: rule broken failed on Swish node 'swish': KeyError: 'x'" in out
+    assert "0 groups prunable of 2, 1 blocked by rule failures" in out
+
+
+# --- no tracebacks: the pass names what failed, the result is checked ---------------------
+def _three_convs(bias: str = "b1"):
+    nodes = [helper.make_node("Identity", ["zeros"], ["via_identity"], "id"),
+             helper.make_node("Conv", ["x", "w1", bias], ["c1"], "conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], "relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["y"], "conv2")]
+    return graph(nodes, {"x": [1, 3, 4, 4]}, {"y": [1, 2, 4, 4]},
+                 {"w1": weights(8, 3, 1, 1), "b1": weights(8), "zeros": np.zeros(8, np.float32),
+                  "w2": weights(2, 8, 1, 1)})
+
+
+def test_a_failing_edit_is_one_line_naming_node_op_and_rule():
+    from onnxamc.errors import PassError
+
+    model = _three_convs()
+    analysis = channel_groups(model)
+    plan = analysis.plan(choose_channels(model, analysis, {analysis.group_of("conv1").index: 0.5},
+                                         1, "l1"))
+    other = onnx.ModelProto()  # the plan's model with that bias gone: nothing to edit
+    other.CopyFrom(model)
+    other.graph.initializer.remove(next(i for i in other.graph.initializer if i.name == "b1"))
+    with pytest.raises(PassError) as err:
+        apply_plan(other, plan)
+    message = str(err.value)
+    assert "\n" not in message and "Conv node 'conv1'" in message and "(rule conv)" in message
+
+
+def test_check_compressed_passes_good_models_and_names_what_is_wrong():
+    from onnxamc.errors import CheckError
+    from onnxamc.passes import apply_policy
+    from onnxamc.policy import LayerAction, Policy
+    from onnxamc.runtime.check import check_compressed
+
+    model = _three_convs()
+    checked = []
+
+    def check(original, compressed, unchanged):
+        checked.append(unchanged)
+        check_compressed(original, compressed, unchanged)
+
+    apply_policy(model, Policy({"conv1": LayerAction(keep=0.5)}), check=check)
+    apply_policy(model, Policy({}), check=check)
+    assert checked == [False, True]
+    wider = onnx.ModelProto()
+    wider.CopyFrom(model)
+    w2 = next(i for i in wider.graph.initializer if i.name == "w2")
+    w2.CopyFrom(numpy_helper.from_array(weights(3, 8, 1, 1), "w2"))
+    del wider.graph.output[0].type.tensor_type.shape.dim[:]
+    with pytest.raises(CheckError, match=r"output 'y' has shape \(1, 3, 4, 4\) after compression"):
+        check_compressed(model, wider)
+    with pytest.raises(CheckError, match="changed .* under a policy that changes nothing"):
+        check_compressed(model, _three_convs(bias="zeros"), unchanged=True)

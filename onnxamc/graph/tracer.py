@@ -52,6 +52,7 @@ class ParamSlot:
     atoms: np.ndarray
     importance: bool  # counts toward channel importance (weights, norm scales)
     reads: bool = False  # a layer weight's input-channel axis
+    rule: str = ""  # the rule that recorded it (named when its edit fails)
 
 
 @dataclass
@@ -112,6 +113,7 @@ class Tracer:
         self.failures: list[str] = []  # one line per rule that raised
         self.shape_of: dict[str, str] = {}  # Shape output -> the tracked tensor it measures
         self.mixed: list[np.ndarray] = []  # atoms an op computes statistics across
+        self.current_rule = ""  # the rule being applied
         self._constants = {n.output[0]: n for n in self.nodes if n.op_type == "Constant"}
         self._transposed = {n.output[0]: (j, list(self.attr(n, "perm", [1, 0])))
                             for j, n in enumerate(self.nodes)
@@ -202,7 +204,8 @@ class Tracer:
             return  # broadcast along the channels: the same value for every channel
         if shape[axis] != len(atoms):
             raise Unsupported(f"{name!r} has {shape[axis]} entries for {len(atoms)} channels")
-        self.params.append(ParamSlot(i, k, name, axis % len(shape), atoms, importance))
+        self.params.append(ParamSlot(i, k, name, axis % len(shape), atoms, importance,
+                                     rule=self.current_rule))
 
     def reads(self, i: int, axis: int, atoms: np.ndarray, all_atoms: np.ndarray) -> None:
         """Layer i reads these channels through its weight's `axis`."""
@@ -232,6 +235,7 @@ class Tracer:
 
     def _apply(self, rule: Rule, i: int, node) -> None:
         first_new = len(self.atoms)
+        self.current_rule = rule.name
         try:
             rule.apply(self, i, node)
             return

@@ -33,6 +33,7 @@ from onnxamc.policy import LOW_RANK_OPS, Policy
 from onnxamc.quant_actions import action_kind, block_size_of
 
 CalibrationFeeds = Callable[[], Iterable[dict[str, np.ndarray]]]
+Check = Callable[[onnx.ModelProto, onnx.ModelProto, bool], None]
 
 __all__ = ["CALIBRATION_METHODS", "apply_policy", "magnitude_sparsity", "prune_by_magnitude",
            "low_rank", "prune_channels", "quantize_int8", "quantize_static_layers",
@@ -42,12 +43,24 @@ __all__ = ["CALIBRATION_METHODS", "apply_policy", "magnitude_sparsity", "prune_b
 def apply_policy(model: onnx.ModelProto, policy: Policy,
                  calibration: CalibrationFeeds | None = None,
                  calibration_method: str = "minmax", reconstruct: bool = False,
-                 channel_multiple: int = 8, importance: str = "l1") -> onnx.ModelProto:
+                 channel_multiple: int = 8, importance: str = "l1",
+                 check: Check | None = None) -> onnx.ModelProto:
     """The compressed model for `policy` (validated against `model` first).
 
     `calibration` returns feed dicts of calibration data; it is only called when the
     policy quantizes activations statically, or prunes channels with `reconstruct`.
+    `check(model, compressed, unchanged)` (runtime.check.check_compressed: passes never
+    run models themselves) vets the result before it is returned.
     """
+    out = _apply(model, policy, calibration, calibration_method, reconstruct,
+                 channel_multiple, importance)
+    if check is not None:
+        check(model, out, policy.is_identity)
+    return out
+
+
+def _apply(model, policy, calibration, calibration_method, reconstruct, channel_multiple,
+           importance) -> onnx.ModelProto:
     info = analyze(model)
     policy.validate({layer.name: layer.op_type for layer in info.layers}, info.fingerprint)
     out = remove_blocks(model, policy.removals()) if policy.removals() else model

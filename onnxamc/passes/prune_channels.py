@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxamc.errors import PolicyError
+from onnxamc.errors import PassError, PolicyError, first_line
 from onnxamc.graph.groups import ChannelAnalysis, PruningPlan, channel_groups, kept_count
 from onnxamc.graph.model import constant_array, infer, initializer_map
 
@@ -142,7 +142,7 @@ def apply_plan(model: onnx.ModelProto, plan: PruningPlan) -> onnx.ModelProto:
             else constant_array(out, tensor, inits)
         for sig in sigs - {()}:
             key = next(k for k, s in uses.items() if s == sig)
-            value = _new_value(plan, key, sig, old)
+            value = _edited(plan, key, sig, old, tensor)
             name = tensor if in_place else _fresh_name(f"{tensor}.{names[key[0]]}", inits)
             init = numpy_helper.from_array(value, name)
             if in_place:
@@ -180,6 +180,22 @@ def _match_initializer_inputs(graph, inits) -> None:
             if len(dims) == len(init.dims):
                 for dim, size in zip(dims, init.dims):
                     dim.dim_value = size
+
+
+def _edited(plan: PruningPlan, key, sig, old: np.ndarray | None, tensor: str) -> np.ndarray:
+    """The new value of one use of `tensor`; a one-line PassError naming the node, its op
+    and the rule that asked for the edit if it cannot be made."""
+    try:
+        if old is None and sig[0] != "value":
+            raise ValueError("it is not a constant")
+        return _new_value(plan, key, sig, old)
+    except Exception as exc:
+        t = plan.analysis.tracer
+        rules = sorted({s.rule for s in t.params if (s.node, s.input_index) == key} - {""})
+        node = t.nodes[key[0]]
+        raise PassError(f"prune_channels: cannot edit {tensor!r} of {node.op_type} node "
+                        f"{t.names[key[0]]!r} (rule {', '.join(rules) or 'shape edit'}): "
+                        f"{type(exc).__name__}: {first_line(exc)}") from None
 
 
 def _new_value(plan: PruningPlan, key, sig, old: np.ndarray | None) -> np.ndarray:
