@@ -16,7 +16,7 @@ from onnxamc.graph.groups import channel_groups, kept_count
 from onnxamc.actions import apply_policy
 from onnxamc.passes.prune_channels import apply_plan, choose_channels, prune_channels
 from onnxamc.policy import LayerAction, Policy
-from prune_zoo import ZOO, LazyZoo, build, zoo_paths  # noqa: F401 (fixture)
+from prune_zoo import ZOO, LazyZoo, build, pruning_row, zoo_paths  # noqa: F401 (fixture)
 
 @pytest.fixture(scope="session")
 def zoo(zoo_paths):
@@ -39,6 +39,13 @@ def test_every_zoo_model_has_prunable_groups(zoo, name):
     assert prunable_layers(analysis), [g.to_dict() for g in analysis.groups]
     out_group = analysis.group_of(analyze(zoo[name][0]).layers[-1].name)
     assert out_group.blocked_by == "model output 'logits'"
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_uniform_half_is_valid_with_the_predicted_macs(zoo, name):
+    row = pruning_row(zoo[name][0])
+    assert row["failures"] == 0 and row["prunable"] >= 1
+    assert row["predicted"] == row["measured"] < row["macs"]
 
 
 @pytest.mark.parametrize("name", list(ZOO))

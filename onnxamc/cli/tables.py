@@ -33,15 +33,20 @@ def layer_table(info) -> str:
 
 
 def structure(groups, blocks) -> str:
-    """Channel groups (what prunes together, or what blocks it) and removable blocks."""
+    """Channel groups (what prunes together, or what blocks it; a rule that failed is
+    named apart from a deliberate block), a count line, and removable blocks."""
     lines = ["channel groups (keep= prunes a whole group; its layers share the channels):"]
     for g in groups:
-        state = "prunable" if g.prunable else f"blocked by {g.blocked_by}" if g.blocked_by \
+        state = "prunable" if g.prunable else f"RULE FAILED: {g.rule_failure}" \
+            if g.rule_failure else f"blocked by {g.blocked_by}" if g.blocked_by \
             else "single channel"
         mixed = " (normalised across channels: pruning shifts its statistics)" if g.mixed else ""
         lines.append(f"  [{g.index}] {g.name}: {g.channels} channels, {state}{mixed}")
         lines.append(f"      layers: {', '.join(g.layers) or '-'}")
         lines.append(f"      read by: {', '.join(g.consumers) or '-'}")
+    failed = sum(1 for g in groups if g.rule_failure)
+    lines.append(f"{sum(g.prunable for g in groups)} groups prunable of {len(groups)}, "
+                 f"{failed} blocked by rule failures")
     lines.append("removable residual blocks (remove=true on any of their layers):")
     lines += [f"  {b.name}: {', '.join(b.layers)}" for b in blocks] or ["  none"]
     return "\n".join(lines)

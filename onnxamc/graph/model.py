@@ -42,7 +42,7 @@ def load_model(source: str | Path | onnx.ModelProto, infer_shapes: bool = True) 
         if not model.graph.node:
             raise ModelError(f"{path} is not an ONNX model (no graph nodes found)")
     try:
-        onnx.checker.check_model(model if model.ByteSize() < PROTOBUF_LIMIT else _skeleton(model))
+        onnx.checker.check_model(model if model.ByteSize() < PROTOBUF_LIMIT else without_weights(model))
     except Exception as exc:
         raise ModelError(f"invalid ONNX model: {_first_line(exc)}") from None
     if infer_shapes:
@@ -137,7 +137,7 @@ def fingerprint(model: onnx.ModelProto) -> str:
     return digest.hexdigest()[:16]
 
 
-def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy without weight data, for checking models too large for protobuf."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)

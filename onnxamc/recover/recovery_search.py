@@ -125,9 +125,9 @@ def _one_standard_error_choice(study: optuna.Study, n_val: int) -> optuna.trial.
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple]:
     """Tensor shapes after shape inference (compressed graphs carry none of their own)."""
-    from onnxamc.graph.layers import _known_shapes
+    from onnxamc.graph.shapes import known_shapes
 
-    return _known_shapes(onnx.shape_inference.infer_shapes(model))
+    return known_shapes(onnx.shape_inference.infer_shapes(model))
 
 
 def _digest(student: onnx.ModelProto, layers: list[str], lrs: list[float], steps: int) -> str:

@@ -87,9 +87,12 @@ class Run:
         options.setdefault("warmup", self.config.warmup)
         return Evaluator(self.context, data, self.target, **options)
 
-    def apply(self, policy: Policy, reconstruct: bool | None = None) -> onnx.ModelProto:
+    def apply(self, policy: Policy, reconstruct: bool | None = None,
+              check: bool = True) -> onnx.ModelProto:
         """The compressed model; pruned layers are refit on calibration data unless the
-        config turns it off (or no calibration data fits: then it says so on stderr)."""
+        config turns it off (or no calibration data fits: then it says so on stderr).
+        With `check`, it passes runtime.check before it is returned (a search's candidates
+        skip it: measuring them is the check)."""
         from onnxamc.actions import check_policy
 
         check_policy(self.context, policy)
@@ -103,7 +106,10 @@ class Run:
                            self.config.calibration_method, reconstruct=prunes and reconstruct,
                            channel_multiple=self.config.channel_multiple,
                            importance=self.config.importance)
-        onnx.checker.check_model(out)
+        if check:
+            from onnxamc.runtime.check import check_compressed
+
+            check_compressed(self.model, out, policy.is_identity)
         return out
 
     def _has_calibration(self) -> bool:

@@ -101,7 +101,7 @@ def build_candidate(run: Run, policy: Policy) -> onnx.ModelProto:
     quantizer on this candidate becomes an EvaluationError (the trial fails, the
     search goes on)."""
     try:
-        return run.apply(policy)
+        return run.apply(policy, check=False)
     except OnnxAmcError:
         raise
     except Exception as exc:
@@ -121,6 +121,9 @@ def confirm(run: Run, result: SearchResult, goal, space: SearchSpace):
         metrics.effective_macs = space.macs(trial.params)
         metrics.effective_macs_ratio = metrics.effective_macs / max(space.total_macs, 1)
     best, feasible = choose(goal, measured)
+    from onnxamc.runtime.check import check_compressed
+
+    check_compressed(run.model, models[best])  # the written model passes what every result does
     return trials[best], models[best], (original, measured[best]), feasible
 
 
