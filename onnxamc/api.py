@@ -18,7 +18,8 @@ import optuna
 from onnxamc.data import Dataset, load_data
 from onnxamc.errors import DataError, EvaluationError, OnnxAmcError, PolicyError, SearchError
 from onnxamc.evaluate import Evaluator, Metrics, compare
-from onnxamc.graph import ModelInfo, analyze as _analyze, load_model, save_model, serialized_size
+from onnxamc.graph import (FrontDoorReport, ModelInfo, analyze as _analyze, load_model,
+                           load_with_report, save_model, serialized_size)
 from onnxamc.models import bundled_model_path
 from onnxamc.graph.blocks import ResidualBlock, residual_blocks
 from onnxamc.graph.groups import ChannelGroup, channel_groups as _channel_groups
@@ -49,9 +50,17 @@ DEFAULT_ACTIONS = ("prune", "quant")
 CALIBRATION_BATCH = 32
 
 
-def load(model: ModelLike = None) -> onnx.ModelProto:
-    """A checked, shape-inferred model; None is the bundled ResNet-20."""
-    return load_model(bundled_model_path() if model is None else model)
+def load(model: ModelLike = None, input_shapes: dict[str, tuple[int, ...]] | None = None
+         ) -> onnx.ModelProto:
+    """A checked model through the front door (graph/normalize.py: constants folded,
+    `input_shapes` fixed, shapes inferred); None is the bundled ResNet-20."""
+    return load_model(bundled_model_path() if model is None else model, input_shapes)
+
+
+def front_door(model: ModelLike = None, input_shapes: dict[str, tuple[int, ...]] | None = None
+               ) -> tuple[onnx.ModelProto, FrontDoorReport]:
+    """`load`, plus what the front door changed (for `inspect`)."""
+    return load_with_report(bundled_model_path() if model is None else model, input_shapes)
 
 
 def export(entry: str, input_shape: Sequence[int] | str, output: str | Path,

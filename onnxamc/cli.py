@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the channel groups (layers pruned together, or the op "
                                    "that blocks them) and the removable residual blocks.")
     p.add_argument("model", nargs="?", help=MODEL_HELP)
+    _input_shape_arg(p)
     p.add_argument("--json", action="store_true", help="print {macs, params, layers} as JSON")
     p.set_defaults(run=cmd_inspect)
 
@@ -277,6 +278,12 @@ def _search_kwargs(args) -> dict:
                 target=args.target, pick=args.pick)
 
 
+def _input_shape_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-shape", action="append", metavar="NAME:DIMS",
+                   help="fix an input's shape, e.g. images:1,3,640,640 (repeatable; dynamic "
+                        "dimensions are replaced and shapes re-inferred)")
+
+
 def _calibration_args(p: argparse.ArgumentParser, with_method: bool = True) -> None:
     p.add_argument("--calibration",
                    help="calibration data for quantization (default: fashion-mnist:calib for "
@@ -302,13 +309,18 @@ def _runtime_args(p: argparse.ArgumentParser, runs: int) -> None:
 # --- commands ---------------------------------------------------------------------
 def cmd_inspect(args) -> int:
     from onnxamc import api
+    from onnxamc.graph import parse_input_shapes
 
-    info = api.analyze(args.model)
-    groups, blocks = api.channel_groups(args.model), api.removable_blocks(args.model)
+    model, door = api.front_door(args.model, parse_input_shapes(args.input_shape))
+    info = api.analyze(model)
+    groups, blocks = api.channel_groups(model), api.removable_blocks(model)
     if args.json:
         print(json.dumps({**info.to_dict(), "groups": [g.to_dict() for g in groups],
-                          "blocks": [b.to_dict() for b in blocks]}, indent=2))
+                          "blocks": [b.to_dict() for b in blocks],
+                          "front_door": door.lines()}, indent=2))
         return 0
+    print("\n".join(door.lines()))
+    print()
     print(format_layer_table(info))
     print()
     print(format_structure(groups, blocks))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import pytest
@@ -32,8 +33,12 @@ def test_zoo_is_broad():
 
 @pytest.mark.parametrize("zoo_model", zoo.params(), indirect=True)
 def test_inspect_reads_the_model(zoo_model, capsys):
-    code = cli.main(["inspect", str(zoo_model.path)])
+    """`onnxamc inspect MODEL --input-shape ...`: exit 0, the front door's summary, and
+    a layer table with layers (weights behind Constant nodes included)."""
+    code = cli.main(["inspect", str(zoo_model.path), *zoo_model.shape_args()])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "Traceback" not in out + err
-    assert "layers," in out
+    assert "front door: nodes" in out
+    layers = re.search(r"^(\d+) layers, ([\d,]+) MACs", out, re.MULTILINE)
+    assert layers and int(layers.group(1)) > 0 and int(layers.group(2).replace(",", "")) > 0
