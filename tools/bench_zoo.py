@@ -138,7 +138,7 @@ def random_dataset(entry, samples: int):
 def int8_cells(model: onnx.ModelProto, path: Path, entry, feed, runs: int,
                samples: int) -> dict[str, str]:
     calibration = random_dataset(entry, samples)
-    ours = api.apply(model, api.uniform_policy(model, "bits=8"), calibration)
+    ours = api.apply(model, api.uniform_policy(model, "bits=8"), calibration=calibration)
     theirs = ort_quantize_static(path, entry, samples)
     stats = time_sessions([make_session(m, 1) for m in (model, ours, theirs)], feed, runs=runs)
     return {"int8 ours": f"{stats[1].median_ms / stats[0].median_ms:.2f}",
@@ -149,15 +149,14 @@ def search_cells(model: onnx.ModelProto, calibration, trials: int, runs: int) ->
     """A short search over the `quant` action on random data (fidelity to the original),
     its best model re-measured side by side with the original."""
     with tempfile.TemporaryDirectory() as tmp:
-        outcome = api.search(model, calibration, calibration, trials=trials, actions=("quant",),
-                             output=Path(tmp) / "best.onnx", progress=False,
-                             latency_runs=runs, verify_runs=runs)
+        outcome = api.search(model, calibration, Path(tmp) / "best.onnx",
+                             calibration=calibration, trials=trials, actions=("quant",),
+                             progress=False, runs=runs, verify_runs=runs)
     best = outcome.compressed
     if best is None:
         return {"search lat": "none found"}
     return {"search lat": f"{best.latency_ratio:.2f}" if best.latency_ratio else NA,
-            "search fid": f"{best.accuracy:.3f} {best.accuracy_kind}"
-            if best.accuracy is not None else NA}
+            "search fid": f"{best.quality:.3f} {best.metric}" if best.quality is not None else NA}
 
 
 def bench(name: str, runs: int, samples: int, search_trials: int) -> Row:

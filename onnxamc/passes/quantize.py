@@ -24,7 +24,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import onnx
 
-from onnxamc.passes.graph_edit import (fix_ir_version, gemm_to_matmul, named_copy, nodes_by_name,
+from onnxamc.graph.model import copy_model
+from onnxamc.passes.graph_edit import (fix_ir_version, gemm_to_matmul, nodes_by_name,
                                        output_axis, restore_names)
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -76,7 +77,7 @@ def quantize_static_layers(model: onnx.ModelProto, specs: dict[str, WeightSpec],
 
     if not specs:
         return model
-    named = named_copy(model)
+    named = copy_model(model)
     nodes = nodes_by_name(named)
     types = {8: QuantType.QInt8, 4: QuantType.QInt4}
     overrides = {}
@@ -163,7 +164,7 @@ def quantize_dynamic_layers(model: onnx.ModelProto, per_channel: dict[str, bool]
     """Dynamic int8 (weights int8, activations quantized at run time) for the named layers."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    out_model = named_copy(model)
+    out_model = copy_model(model)
     nodes = nodes_by_name(out_model)
     for name in per_channel:  # onnxruntime would rename it: keep the layer's name
         if nodes[name].op_type == "Gemm":
