@@ -261,10 +261,35 @@ def _small_constant_of_shape(node) -> bool | None:
 
 
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with the shapes onnx infers (data propagation on), or as it was when
+    inference fails. Inference runs on a copy without the large weights' bytes (their
+    shapes are what it needs): serializing the weights was most of its time."""
     try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(_without_large_weights(model),
+                                                     data_prop=True)
     except Exception:
         return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(inferred.graph.value_info)
+    for mine, theirs in zip(out.graph.output, inferred.graph.output):
+        mine.type.CopyFrom(theirs.type)
+    return out
+
+
+def _without_large_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    for init in light.graph.initializer:
+        size = 1
+        for d in init.dims:
+            size *= d
+        if size > SMALL_TENSOR:
+            for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data"):
+                init.ClearField(name)
+            init.raw_data = b""
+    return light
 
 
 def mark_normalized(model: onnx.ModelProto) -> None:
