@@ -27,9 +27,15 @@ class InputSpec:
 
 
 def load_model(source: str | Path | onnx.ModelProto,
-               input_shapes: dict[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
+               input_shapes: dict[str, tuple[int, ...]] | None = None,
+               front_door: bool = True) -> onnx.ModelProto:
     """Read a model (path or ModelProto, external data too), checked and normalized by
-    the front door (graph/normalize.py) with the user's input shapes."""
+    the front door (graph/normalize.py) with the user's input shapes. `front_door=False`
+    only checks and shape-infers: the graph as it was written (tests of raw patterns)."""
+    if not front_door:
+        model = source if isinstance(source, onnx.ModelProto) else _read(Path(source))
+        _check(model)
+        return infer(model)
     return load_with_report(source, input_shapes)[0]
 
 
@@ -42,11 +48,15 @@ def load_with_report(source: str | Path | onnx.ModelProto,
     else:
         model = _read(Path(source))
     check_domains(model)
+    _check(model)
+    return normalize(model, input_shapes)
+
+
+def _check(model: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(model if model.ByteSize() < PROTOBUF_LIMIT else without_weights(model))
     except Exception as exc:
         raise ModelError(f"invalid ONNX model: {_first_line(exc)}") from None
-    return normalize(model, input_shapes)
 
 
 def _read(path: Path) -> onnx.ModelProto:

@@ -121,14 +121,19 @@ def is_normalized(model: onnx.ModelProto) -> bool:
 
 
 def check_domains(model: onnx.ModelProto) -> None:
-    """One line naming the first op of a domain onnxamc does not read."""
-    local = {(f.domain, f.name) for f in model.functions}
+    """One line naming the first op of a domain onnxamc does not read: not standard
+    ONNX, not onnxruntime's, not a model-local function, no channel rule registered
+    for it (graph.rules.register_rule)."""
+    from onnxamc.graph.rules import rule_table
+
+    known = {(f.domain, f.name) for f in model.functions} | set(rule_table())
     for node in _all_nodes(model.graph):
         if node.domain not in STANDARD_DOMAINS + RUNTIME_DOMAINS \
-                and (node.domain, node.op_type) not in local:
+                and (node.domain, node.op_type) not in known:
             raise ModelError(f"op {node.op_type} of domain {node.domain!r} (node "
                              f"{node.name or '?'}) is not standard ONNX; onnxamc reads "
-                             "standard ONNX and onnxruntime (com.microsoft) ops only")
+                             "standard ONNX and onnxruntime (com.microsoft) ops, and ops "
+                             "with a registered channel rule")
 
 
 def parse_input_shapes(texts: list[str] | tuple[str, ...] | None) -> dict[str, tuple[int, ...]]:
