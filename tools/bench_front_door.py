@@ -87,13 +87,17 @@ def equal(expected: list[np.ndarray], got: list[np.ndarray]) -> bool:
 
 
 def properties(model: onnx.ModelProto) -> dict:
-    """Weights as initializers / all layer weights, Identity nodes, static layer shapes."""
+    """Weights as initializers / all layer weights (computed from constants only),
+    Identity nodes, static layer output shapes."""
+    from zoo.macs import input_dependent
+
     inits = {i.name for i in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
+    live = input_dependent(model)
     layers = [n for n in model.graph.node if n.op_type in LAYER_OPS and len(n.input) > 1]
     direct = sum(n.input[1] in inits for n in layers)
-    hidden = sum(n.input[1] in producers and producers[n.input[1]].op_type in WEIGHT_PRODUCERS
-                 for n in layers)
+    hidden = sum(n.input[1] in producers and n.input[1] not in live
+                 and producers[n.input[1]].op_type in WEIGHT_PRODUCERS for n in layers)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # noqa: BLE001 - a model shape inference rejects has no known shapes
