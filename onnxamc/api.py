@@ -18,7 +18,7 @@ from onnxamc.config import (RecoveryConfig, RunConfig, SearchConfig, default_out
                             split_options)
 from onnxamc.data import Dataset
 from onnxamc.errors import OnnxAmcError, PolicyError
-from onnxamc.graph import ModelInfo
+from onnxamc.graph import FrontDoorReport, ModelInfo
 from onnxamc.graph.blocks import ResidualBlock
 from onnxamc.graph.context import ModelContext
 from onnxamc.graph.groups import ChannelGroup
@@ -33,9 +33,20 @@ from onnxamc.workflows.searching import SearchOutcome
 DataLike = str | Path | Dataset
 
 
-def load(model: ModelLike = None) -> onnx.ModelProto:
-    """A checked, shape-inferred model; None is the bundled ResNet-20."""
-    return load_context(model).model
+def load(model: ModelLike = None, input_shapes: dict[str, tuple[int, ...]] | None = None
+         ) -> onnx.ModelProto:
+    """A checked model through the front door (graph/normalize.py: constants folded,
+    `input_shapes` fixed, shapes inferred); None is the bundled ResNet-20."""
+    return load_context(model, input_shapes).model
+
+
+def front_door(model: ModelLike = None, input_shapes: dict[str, tuple[int, ...]] | None = None
+               ) -> tuple[onnx.ModelProto, FrontDoorReport]:
+    """The normalized model and what the front door changed (for `inspect`)."""
+    from onnxamc.graph import load_with_report
+    from onnxamc.models import bundled_model_path
+
+    return load_with_report(bundled_model_path() if model is None else model, input_shapes)
 
 
 def analyze(model: ModelLike = None) -> ModelInfo:

@@ -12,13 +12,18 @@ from onnxamc.cli import tables
 
 def inspect(args) -> int:
     from onnxamc import api
+    from onnxamc.graph import parse_input_shapes
 
-    context = api.load_context(args.model)
+    model, door = api.front_door(args.model, parse_input_shapes(args.input_shape))
+    context = api.load_context(model)
     groups, blocks = context.channels.groups, context.blocks
     if args.json:
         print(json.dumps({**context.info.to_dict(), "groups": [g.to_dict() for g in groups],
-                          "blocks": [b.to_dict() for b in blocks]}, indent=2))
+                          "blocks": [b.to_dict() for b in blocks],
+                          "front_door": door.lines()}, indent=2))
         return 0
+    print("\n".join(door.lines()))
+    print()
     print(tables.layer_table(context.info))
     print()
     print(tables.structure(groups, blocks))

@@ -38,8 +38,15 @@ def _inspect(sub) -> None:
                                    "the channel groups (layers pruned together, or the op "
                                    "that blocks them) and the removable residual blocks.")
     p.add_argument("model", nargs="?", help=MODEL_HELP)
+    _input_shape_arg(p)
     p.add_argument("--json", action="store_true", help="print {macs, params, layers} as JSON")
     p.set_defaults(run=commands.inspect)
+
+
+def _input_shape_arg(p) -> None:
+    p.add_argument("--input-shape", action="append", metavar="NAME:DIMS",
+                   help="fix an input's shape, e.g. images:1,3,640,640 (repeatable; dynamic "
+                        "dimensions are replaced and shapes re-inferred)")
 
 
 def _apply(sub) -> None:
