@@ -1,0 +1,173 @@
+"""Int8 that never makes a model slower: read what onnxruntime fused, then measure.
+
+Two checks, outside passes/ because both run the runtime:
+- structural, load-independent: onnxruntime's optimized graph
+  (`SessionOptions.optimized_model_filepath`) shows which ops became integer kernels
+  (QLinearConv, QGemm, QLinearAdd...) and which float ops still sit between a
+  DequantizeLinear and a QuantizeLinear (float islands: two conversions, no gain).
+- measured: the candidate's latency against fp32, interleaved, as the median of the
+  per-round ratios with its spread. `guard` tries candidates from the most to the least
+  int8 and keeps the first not slower than fp32; when none is, the model stays float
+  and the reason is one line.
+
+`measure(models) -> [Ratio]` is a callable so that any target (a board over RPC, TVM)
+can supply its own; `interleaved_ratios` is the local onnxruntime one.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import onnx
+
+# ops that carry Q/DQ but are no float compute
+CONVERSIONS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+INTEGER_PREFIXES = ("QLinear", "QGemm", "MatMulInteger", "ConvInteger", "DynamicQuantize",
+                    "MatMulIntegerToFloat", "MatMulNBits", "GatherBlockQuantized", "QAttention",
+                    "QEmbedLayerNormalization")
+# ops that carry int8 tensors unchanged once onnxruntime drops their Q/DQ pair
+DATA_MOVEMENT = ("MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Resize",
+                 "Slice", "Split", "Gather", "Concat", "Pad", "Identity")
+
+
+@dataclass
+class FusionReport:
+    """What onnxruntime made of a QDQ model (read off its optimized graph)."""
+
+    integer_ops: dict[str, int] = field(default_factory=dict)
+    float_islands: list[str] = field(default_factory=list)  # "op_type name"
+    activation_conversions: int = 0  # QuantizeLinear + DequantizeLinear left on activations
+
+    def summary(self) -> str:
+        fused = ", ".join(f"{n} {k}" for k, n in sorted(self.integer_ops.items())) or "none"
+        return (f"integer ops: {fused}; {len(self.float_islands)} float islands; "
+                f"{self.activation_conversions} activation conversions")
+
+
+def optimized_graph(model: onnx.ModelProto, level: str = "extended") -> onnx.ModelProto:
+    """The graph onnxruntime's CPU provider runs (QDQ fusions happen at 'extended')."""
+    import onnxruntime as ort
+
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    with tempfile.TemporaryDirectory(prefix="onnxamc-opt-") as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = levels[level]
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        ort.InferenceSession(model.SerializeToString(), options,
+                             providers=["CPUExecutionProvider"])
+        return onnx.load(options.optimized_model_filepath)
+
+
+def fusion_report(model: onnx.ModelProto) -> FusionReport:
+    """Integer kernels, float islands and activation conversions of `model` on
+    onnxruntime's CPU provider."""
+    graph = optimized_graph(model).graph
+    constants = {i.name for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def dequantized(name: str) -> bool:  # an activation coming out of a DequantizeLinear
+        node = producer.get(name)
+        return node is not None and node.op_type == "DequantizeLinear" \
+            and node.input[0] not in constants and node.input[0] in producer
+
+    report = FusionReport()
+    for node in graph.node:
+        if node.op_type.startswith(INTEGER_PREFIXES):
+            report.integer_ops[node.op_type] = report.integer_ops.get(node.op_type, 0) + 1
+        elif node.op_type in CONVERSIONS:
+            if node.input[0] not in constants:
+                report.activation_conversions += 1
+        elif node.op_type not in DATA_MOVEMENT and any(dequantized(i) for i in node.input) \
+                and any(c.op_type == "QuantizeLinear" for o in node.output
+                        for c in consumers.get(o, [])):
+            report.float_islands.append(f"{node.op_type} {node.name}")
+    return report
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """Latency of a model over the reference's: median of per-round ratios, and the
+    half-width of their interquartile range (the noise of that median's rounds)."""
+
+    median: float
+    spread: float
+    rounds: int
+
+    def __str__(self) -> str:
+        return f"x{self.median:.3f} ± {self.spread:.3f} ({self.rounds} interleaved rounds)"
+
+
+Measure = Callable[[Sequence[onnx.ModelProto]], list[Ratio]]
+
+
+def interleaved_ratios(feed: dict[str, np.ndarray], threads: int = 1, runs: int = 60,
+                       warmup: int = 10) -> Measure:
+    """A `measure` for local onnxruntime: every round runs all models (order rotating);
+    each model's per-round time over the first model's, as a median with its spread."""
+    from onnxamc.runtime import make_session
+
+    def measure(models: Sequence[onnx.ModelProto]) -> list[Ratio]:
+        sessions = [make_session(m, threads) for m in models]
+        for _ in range(warmup):
+            for s in sessions:
+                s.run(None, feed)
+        times = np.zeros((runs, len(sessions)))
+        for r in range(runs):
+            order = range(len(sessions)) if r % 2 == 0 else reversed(range(len(sessions)))
+            for i in order:
+                t0 = time.perf_counter()
+                sessions[i].run(None, feed)
+                times[r, i] = time.perf_counter() - t0
+        ratios = times / times[:, :1]
+        out = []
+        for i in range(len(sessions)):
+            q1, q2, q3 = np.percentile(ratios[:, i], [25, 50, 75])
+            out.append(Ratio(float(q2), float(q3 - q1) / 2, runs))
+        return out
+
+    return measure
+
+
+@dataclass
+class GuardResult:
+    model: onnx.ModelProto
+    label: str  # which candidate won ("float" when int8 did not pay)
+    ratio: Ratio | None
+    tried: dict[str, Ratio]
+    message: str
+
+
+def guard(fp32: onnx.ModelProto, candidates: dict[str, Callable[[], onnx.ModelProto]],
+          measure: Measure, tolerance: float = 0.0) -> GuardResult:
+    """The fastest candidate whose median latency ratio to `fp32` is at most
+    1 + `tolerance`; else `fp32` itself, with a one-line reason.
+
+    All candidates are built first and measured in one interleaved run beside fp32, so
+    every ratio sees the same machine state."""
+    built = {label: make() for label, make in candidates.items()}
+    labels = [label for label, m in built.items() if m is not None]
+    ratios = measure([fp32] + [built[label] for label in labels])[1:]
+    tried = dict(zip(labels, ratios))
+    paying = [label for label in labels if tried[label].median <= 1.0 + tolerance]
+    if paying:
+        label = min(paying, key=lambda k: tried[k].median)
+        return GuardResult(built[label], label, tried[label], tried,
+                           f"int8 ({label}): latency {tried[label]} of fp32")
+    best = min(tried.values(), key=lambda r: r.median) if tried else None
+    why = f"best {best}" if best else "no candidate"
+    return GuardResult(fp32, "float", None, tried,
+                       f"int8 does not pay on this target for this model ({why} of fp32): "
+                       "the layers stay float")
