@@ -24,7 +24,9 @@ from onnxamc.graph.blocks import ResidualBlock, residual_blocks
 from onnxamc.graph.groups import ChannelGroup, channel_groups as _channel_groups
 from onnxamc.passes import CALIBRATION_METHODS, apply_policy, structural_fit
 from onnxamc.graph.size import layer_bits_per_weight
+from onnxamc.passes.quant_patterns import preferred_int8
 from onnxamc.policy import LayerAction, Policy, parse_uniform
+from onnxamc.quant_actions import QUANT_FIELDS
 from onnxamc.runtime import DEFAULT_THREADS
 from onnxamc.runtime.target import DEFAULT_TARGET, Target, load_target
 from onnxamc.search import (AccuracyBound, LatencyBudget, MultiObjective, SearchResult,
@@ -87,6 +89,9 @@ def uniform_policy(model: ModelLike, spec: str | dict[str, Any]) -> Policy:
     info = _analyze(proto)
     values = parse_uniform(spec) if isinstance(spec, str) else dict(spec)
     policy = Policy.uniform(info.layer_names, {l.name: l.op_type for l in info.layers}, **values)
+    if values.get("bits") == 8 and not set(values) & set(QUANT_FIELDS):  # the form that pays
+        policy.layers = {n: replace(a, **(preferred_int8(info.layer(n).op_type) or {"bits": 32}))
+                         for n, a in policy.layers.items()}
     structural = {"keep", "rank", "remove"} & set(values)
     if structural:  # skip the layers that cannot take them (output layer, depthwise...)
         fit = structural_fit(proto)
@@ -129,6 +134,27 @@ def apply(model: ModelLike, policy: Policy | str | Path,
     if output is not None:
         save_model(out, output)
     return out
+
+
+def apply_guarded(model: ModelLike, policy: Policy, calibration: DataLike | None = None,
+                  calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+                  output: str | Path | None = None, threads: int | None = None,
+                  runs: int = 60, **apply_options) -> tuple[onnx.ModelProto, str]:
+    """`apply` for a quantizing policy that must not make the model slower: candidates
+    timed beside the float model on onnxruntime (quant_guard); returns the model and a
+    one-line verdict."""
+    from onnxamc.quant_guard import guarded_int8, interleaved_ratios
+
+    proto = load(model)
+    calib = _lazy_calibration(proto, calibration, calibration_samples)
+    first = next(iter(calib()))
+    feed = {k: v[:1] for k, v in first.items()}
+    result = guarded_int8(proto, policy, calib, interleaved_ratios(feed, threads or 1, runs),
+                          **apply_options)
+    onnx.checker.check_model(result.model)
+    if output is not None:
+        save_model(result.model, output)
+    return result.model, result.message
 
 
 def _lazy_calibration(model: onnx.ModelProto, calibration: DataLike | None, samples: int,

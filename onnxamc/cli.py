@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="round kept channel counts to this multiple (default %(default)s)")
     p.add_argument("--importance", choices=["l1", "l2"], default="l1",
                    help="channel importance norm (default %(default)s)")
+    p.add_argument("--no-latency-guard", dest="latency_guard", action="store_false",
+                   help="with --uniform bits=8: skip timing int8 beside float on onnxruntime "
+                        "(by default int8 that is slower than float is not written)")
     p.set_defaults(run=cmd_apply)
 
     p = sub.add_parser("bench", help="compare models side by side (accuracy, latency, size)",
@@ -363,9 +366,15 @@ def cmd_apply(args) -> int:
     from onnxamc import api
 
     policy = api.uniform_policy(args.model, args.uniform) if args.uniform else args.policy
-    api.apply(args.model, policy, args.calibration, args.calibration_samples,
-              args.calibration_method, args.output, reconstruct=args.reconstruct,
-              channel_multiple=args.channel_multiple, importance=args.importance)
+    options = dict(reconstruct=args.reconstruct, channel_multiple=args.channel_multiple,
+                   importance=args.importance)
+    if args.uniform and args.latency_guard and any(a.bits == 8 for a in policy.layers.values()):
+        print(api.apply_guarded(args.model, policy, args.calibration, args.calibration_samples,
+                                args.output, calibration_method=args.calibration_method,
+                                **options)[1])
+    else:
+        api.apply(args.model, policy, args.calibration, args.calibration_samples,
+                  args.calibration_method, args.output, **options)
     if args.save_policy:
         from onnxamc.policy import Policy
 

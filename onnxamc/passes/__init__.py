@@ -42,11 +42,15 @@ __all__ = ["CALIBRATION_METHODS", "apply_policy", "magnitude_sparsity", "prune_b
 def apply_policy(model: onnx.ModelProto, policy: Policy,
                  calibration: CalibrationFeeds | None = None,
                  calibration_method: str = "minmax", reconstruct: bool = False,
-                 channel_multiple: int = 8, importance: str = "l1") -> onnx.ModelProto:
+                 channel_multiple: int = 8, importance: str = "l1", *,
+                 runtime: str = "onnxruntime", int8_threshold: float | None = None
+                 ) -> onnx.ModelProto:
     """The compressed model for `policy` (validated against `model` first).
 
     `calibration` returns feed dicts of calibration data; it is only called when the
     policy quantizes activations statically, or prunes channels with `reconstruct`.
+    Static int8 goes where `runtime` fuses it and where it pays (quant_placement;
+    `int8_threshold` overrides its MACs-per-converted-element bar).
     """
     info = analyze(model)
     policy.validate({layer.name: layer.op_type for layer in info.layers}, info.fingerprint)
@@ -83,7 +87,8 @@ def apply_policy(model: onnx.ModelProto, policy: Policy,
     if static:
         if calibration is None:
             raise ValueError("static quantization needs calibration data")
-        out = quantize_static_layers(out, static, calibration(), calibration_method)
+        out = quantize_static_layers(out, static, calibration(), calibration_method, runtime,
+                                     int8_threshold)
     out = quantize_dynamic_layers(out, {n: a.granularity == "per-channel"
                                         for n, a in actions.items() if kinds[n] == "int8-dynamic"}) \
         if "int8-dynamic" in kinds.values() else out

@@ -128,3 +128,10 @@ def role(op_type: str, runtime: str = "onnxruntime") -> str | None:
     """compute / fused / int8 / absorbed, or None for an op the runtime keeps float."""
     entry = table_for(runtime).get(op_type)
     return entry[0] if entry else None
+
+
+def preferred_int8(op_type: str, runtime: str = "onnxruntime") -> dict[str, Any] | None:
+    """The LayerAction fields of the int8 form that pays best for `op_type` (static for
+    convolutions, dynamic for transformer MatMuls), or None when no int8 form pays."""
+    forms = [f for f in forms_for(op_type, runtime) if f.fields.get("bits") == 8]
+    return dict(forms[0].fields) if forms else None
