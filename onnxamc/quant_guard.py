@@ -40,12 +40,17 @@ class FusionReport:
     """What onnxruntime made of a QDQ model (read off its optimized graph)."""
 
     integer_ops: dict[str, int] = field(default_factory=dict)
-    float_islands: list[str] = field(default_factory=list)  # "op_type name"
+    # ops we asked to quantize that stayed float between a DequantizeLinear and a
+    # QuantizeLinear: wrapped for nothing (the placement must leave this empty)
+    unfused: list[str] = field(default_factory=list)
+    # float ops between two int8 regions (region borders on both sides)
+    between_regions: list[str] = field(default_factory=list)
     activation_conversions: int = 0  # QuantizeLinear + DequantizeLinear left on activations
 
     def summary(self) -> str:
         fused = ", ".join(f"{n} {k}" for k, n in sorted(self.integer_ops.items())) or "none"
-        return (f"integer ops: {fused}; {len(self.float_islands)} float islands; "
+        return (f"integer ops: {fused}; {len(self.unfused)} quantized ops left float; "
+                f"{len(self.between_regions)} float ops between int8 regions; "
                 f"{self.activation_conversions} activation conversions")
 
 
@@ -67,9 +72,11 @@ def optimized_graph(model: onnx.ModelProto, level: str = "extended") -> onnx.Mod
         return onnx.load(options.optimized_model_filepath)
 
 
-def fusion_report(model: onnx.ModelProto) -> FusionReport:
-    """Integer kernels, float islands and activation conversions of `model` on
-    onnxruntime's CPU provider."""
+def fusion_report(model: onnx.ModelProto, quantized: set[str] | frozenset = frozenset()
+                  ) -> FusionReport:
+    """Integer kernels, float ops left between conversions and activation conversions of
+    `model` on onnxruntime's CPU provider. `quantized`: the nodes the quantizer was
+    asked to quantize (onnxruntime keeps the names of the nodes it does not fuse)."""
     graph = optimized_graph(model).graph
     constants = {i.name for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
@@ -88,12 +95,13 @@ def fusion_report(model: onnx.ModelProto) -> FusionReport:
         if node.op_type.startswith(INTEGER_PREFIXES):
             report.integer_ops[node.op_type] = report.integer_ops.get(node.op_type, 0) + 1
         elif node.op_type in CONVERSIONS:
-            if node.input[0] not in constants:
-                report.activation_conversions += 1
-        elif node.op_type not in DATA_MOVEMENT and any(dequantized(i) for i in node.input) \
-                and any(c.op_type == "QuantizeLinear" for o in node.output
-                        for c in consumers.get(o, [])):
-            report.float_islands.append(f"{node.op_type} {node.name}")
+            report.activation_conversions += node.input[0] not in constants
+        elif any(dequantized(i) for i in node.input):
+            if node.name in quantized:
+                report.unfused.append(f"{node.op_type} {node.name}")
+            elif node.op_type not in DATA_MOVEMENT and any(
+                    c.op_type == "QuantizeLinear" for o in node.output for c in consumers.get(o, [])):
+                report.between_regions.append(f"{node.op_type} {node.name}")
     return report
 
 
