@@ -366,3 +366,46 @@ def test_a_shared_weight_asked_two_ways_gets_a_copy_per_layer(through):
         assert scale_of(out, "conv2").shape == ()
     want, got = run_model(model, x)[0], run_model(out, x)[0]
     assert np.abs(got - want).mean() < 0.1 * np.abs(want).mean()  # a wrong weight: ~1
+
+
+def _embedding_model() -> onnx.ModelProto:
+    """Token ids -> Gather from a 1000 x 64 table -> MatMul 64 x 32: a tiny encoder."""
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.standard_normal((1000, 64)).astype(np.float32), "table")
+    w = numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32) * 0.1, "w")
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], name="embed"),
+             helper.make_node("MatMul", ["e", "w"], ["y"], name="proj")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", T.INT64, ["b", 16])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, ["b", 16, 32])], [table, w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return load_model(model)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_embedding_tables_take_weight_only_int8_and_int4(bits):
+    from onnxamc.passes.embedding_quant import embedding_gathers, quantize_embeddings
+
+    model = _embedding_model()
+    assert embedding_gathers(model) == ["embed"]
+    out = quantize_embeddings(model, {"embed": bits})
+    onnx.checker.check_model(out)
+    node = next(n for n in out.graph.node if n.name == "embed")
+    assert node.op_type == "GatherBlockQuantized"
+    ids = {"ids": np.random.default_rng(1).integers(0, 1000, (2, 16))}
+    want, got = run_model(model, ids)[0], run_model(out, ids)[0]
+    assert np.abs(got - want).max() < (0.01 if bits == 8 else 0.2) * np.abs(want).max()
+    table_bytes = 1000 * 64 * 4
+    assert model.ByteSize() - out.ByteSize() > table_bytes * (0.7 if bits == 8 else 0.82)
+
+
+def test_uniform_int8_on_a_transformer_is_dynamic_and_brings_the_embeddings():
+    from onnxamc import api
+
+    model = _embedding_model()
+    policy = api.uniform_policy(model, "bits=8")
+    assert policy.layers["proj"] == LayerAction(bits=8, dynamic=True)
+    out = apply_policy(model, policy)  # dynamic: no calibration needed
+    ops = {n.name: n.op_type for n in out.graph.node}
+    assert ops["embed"] == "GatherBlockQuantized"
+    assert storage_of(out, "proj")[0] & {"MatMulInteger", "DynamicQuantizeMatMul"}

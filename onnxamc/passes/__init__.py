@@ -19,6 +19,7 @@ import onnx
 from onnxamc.graph import analyze
 from onnxamc.passes.blockwise import quantize_blockwise
 from onnxamc.passes.channel_mix import split_channels
+from onnxamc.passes.embedding_quant import embedding_gathers, quantize_embeddings
 from onnxamc.passes.fp16 import weights_to_fp16
 from onnxamc.passes.graph_edit import ensure_opset, named_copy
 from onnxamc.passes.low_rank import low_rank
@@ -89,9 +90,10 @@ def apply_policy(model: onnx.ModelProto, policy: Policy,
             raise ValueError("static quantization needs calibration data")
         out = quantize_static_layers(out, static, calibration(), calibration_method, runtime,
                                      int8_threshold)
-    out = quantize_dynamic_layers(out, {n: a.granularity == "per-channel"
-                                        for n, a in actions.items() if kinds[n] == "int8-dynamic"}) \
-        if "int8-dynamic" in kinds.values() else out
+    if "int8-dynamic" in kinds.values():  # embedding tables come along, as in onnxruntime's
+        out = quantize_dynamic_layers(out, {n: a.granularity == "per-channel"  # dynamic int8
+                                            for n, a in actions.items() if kinds[n] == "int8-dynamic"})
+        out = quantize_embeddings(out, {name: 8 for name in embedding_gathers(out)})
     out = quantize_blockwise(out, {n: (a.bits, block_size_of(a)) for n, a in actions.items()
                                    if kinds[n].endswith("per-block")})
     out = quantize_matmul_nbits(out, {n: (a.bits, block_size_of(a), a.accuracy_level)
