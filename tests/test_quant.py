@@ -328,7 +328,7 @@ def test_weights_shared_through_identity_quantize_and_fuse(twin_convs_torchscrip
     policy = Policy({layer.name: LayerAction(bits=8) for layer in analyze(model).layers})
     # onnxruntime's quantizer refused this with "Expected tensor 'onnx::Conv_26' to use
     # per-tensor quantization overrides, but found per-channel overrides"
-    out = apply_policy(model, policy, lambda: [x], int8_threshold=0)
+    out = apply_policy(model, policy, lambda: [x])
     onnx.checker.check_model(out)
     assert fusion_report(out).integer_ops["QLinearConv"] == 2
     want, got = run_model(model, x)[0], run_model(out, x)[0]
@@ -359,7 +359,7 @@ def test_a_shared_weight_asked_two_ways_gets_a_copy_per_layer(through):
     policy = Policy({"conv1": LayerAction(bits=8),
                      "conv2": LayerAction(bits=8, granularity="per-tensor")})
     policy = Policy({n: a for n, a in policy.layers.items() if n in analyze(model).layer_names})
-    out = apply_policy(model, policy, lambda: [x], int8_threshold=0)
+    out = apply_policy(model, policy, lambda: [x])
     onnx.checker.check_model(out)
     assert list(scale_of(out, "conv1").shape) == [16]
     if "conv2" in policy.layers and through != "Transpose":

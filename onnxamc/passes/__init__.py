@@ -44,14 +44,16 @@ def apply_policy(model: onnx.ModelProto, policy: Policy,
                  calibration: CalibrationFeeds | None = None,
                  calibration_method: str = "minmax", reconstruct: bool = False,
                  channel_multiple: int = 8, importance: str = "l1", *,
-                 runtime: str = "onnxruntime", int8_threshold: float | None = None
+                 runtime: str = "onnxruntime", int8_threshold: float | None = 0.0
                  ) -> onnx.ModelProto:
     """The compressed model for `policy` (validated against `model` first).
 
     `calibration` returns feed dicts of calibration data; it is only called when the
     policy quantizes activations statically, or prunes channels with `reconstruct`.
-    Static int8 goes where `runtime` fuses it and where it pays (quant_placement;
-    `int8_threshold` overrides its MACs-per-converted-element bar).
+    Static int8 goes around whole regions that `runtime` fuses, never around a float op
+    (quant_placement). `int8_threshold`: the MACs per converted element a region must
+    do to be quantized; 0 (default) quantizes every layer the policy names, None takes
+    the runtime's bar (regions that do not pay stay float; the latency guard's choice).
     """
     info = analyze(model)
     policy.validate({layer.name: layer.op_type for layer in info.layers}, info.fingerprint)
