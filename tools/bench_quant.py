@@ -39,33 +39,18 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_quant_guard import ort_quantize_dynamic, ort_quantize_static  # noqa: E402
 from onnxamc import api  # noqa: E402
-from onnxamc.data import Dataset  # noqa: E402
 from onnxamc.evaluate import compare  # noqa: E402
 from onnxamc.graph import analyze  # noqa: E402
 from onnxamc.passes import apply_policy  # noqa: E402
-from onnxamc.passes.quantize import _Feeds, _quiet_root_logger  # noqa: E402
 from onnxamc.policy import LayerAction, Policy  # noqa: E402
 from onnxamc.quant_actions import action_kind  # noqa: E402
 
 
 def ort_default_int8(model: onnx.ModelProto, feeds: list[dict]) -> onnx.ModelProto:
     """The baseline: onnxruntime's quantize_static with per_channel=True, all else default."""
-    from onnxruntime.quantization import quantize_static
-
-    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
-        onnx.save(model, f"{tmp}/in.onnx")  # it turns a ModelProto's weights external in place
-        quantize_static(f"{tmp}/in.onnx", f"{tmp}/q.onnx", _Feeds(feeds), per_channel=True)
-        return onnx.load(f"{tmp}/q.onnx")
-
-
-def ort_dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
-    from onnxruntime.quantization import quantize_dynamic
-
-    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
-        onnx.save(model, f"{tmp}/in.onnx")
-        quantize_dynamic(f"{tmp}/in.onnx", f"{tmp}/q.onnx")
-        return onnx.load(f"{tmp}/q.onnx")
+    return ort_quantize_static(model, feeds, activations_u8=False)
 
 
 def policy(layers, choose) -> Policy:
@@ -136,7 +121,7 @@ def build(model, configs, calib_feeds, method_for) -> tuple[list[str], list[onnx
         if config == "ort-default":
             out = ort_default_int8(model, calib_feeds)
         elif config == "ort-dynamic":
-            out = ort_dynamic_int8(model)
+            out = ort_quantize_dynamic(model)
         else:
             out = apply_policy(model, config, lambda: calib_feeds, method_for(label))
         onnx.checker.check_model(out)
