@@ -223,3 +223,14 @@ def test_forms_per_op():
     assert preferred_int8("Conv") == {"bits": 8}
     with pytest.raises(ValueError, match="no quantization pattern table"):
         forms_for("Conv", "tensorrt")
+
+
+def test_tvm_runs_qdq_in_float_so_its_table_is_empty():
+    """TVM's Relax frontend dequantizes and convolves in float32: no region pays there."""
+    tvm_onnx = pytest.importorskip("tvm.relax.frontend.onnx")
+    q, _, _ = quantized(unary("Relu"))
+    text = tvm_onnx.from_onnx(q, keep_params_in_input=False).script()
+    convs = [line for line in text.splitlines() if "R.nn.conv2d(" in line]
+    assert "R.dequantize(" in text and convs and all('dtype="float32"' in c for c in convs)
+    assert all(not r.pays for r in place(unary("Relu"), {"conv1", "conv2"}, "tvm").regions)
+    assert forms_for("Conv", "tvm") == []

@@ -11,6 +11,7 @@ its borders. Reads the graph only; decides the same way on any machine, under an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import onnx
@@ -92,8 +93,9 @@ def _region(model, members: set[str], layers: set[str], macs: dict[str, int],
     region.macs = sum(macs.get(n, 0) for n in region.layers)
     region.border_elements = graph.border_elements(members)
     if not region.border_elements or not region.macs:
-        region.pays = True
-        region.reason = "sizes unknown: kept int8 (the measured guard decides)"
+        region.pays = math.isfinite(threshold)  # a runtime where nothing fuses: never
+        region.reason = "sizes unknown: kept int8 (the measured guard decides)" if region.pays \
+            else "the runtime fuses no int8 op"
         return region
     region.pays = region.macs_per_border_element >= threshold
     region.reason = (f"{region.macs_per_border_element:.1f} MACs per converted element "
