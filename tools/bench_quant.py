@@ -5,12 +5,12 @@ latency guard) against onnxruntime's own `quantize_static` on the same file (QDQ
 per-channel, MinMax; u8 activations / s8 weights, and its library default s8/s8), all
 timed in one interleaved run beside fp32: per model the latency ratios (median of
 per-round ratios, with the half interquartile range), size ratios, what the guard chose,
-and what onnxruntime fused. MODELS: ONNX paths, names of the tests' zoo (tests/zoo) or
-`minilm` (tools/minilm.py). Batch 1; calibration on random inputs (latency only, the zoo
-has random weights) or MiniLM's sentences.
+and what onnxruntime fused. MODELS: ONNX paths, names of the tests' zoo (tests/zoo, fed
+as the zoo feeds them) or `minilm` (tools/minilm.py, calibrated on its sentences).
+Batch 1; random inputs elsewhere (latency only: the zoo has random weights).
 
-    PYTHONPATH=. python tools/bench_quant.py --guard a.onnx,b.onnx,minilm --runs 200 \
-        --json out/bench_quant_guard.json
+    PYTHONPATH=.:tests python tools/bench_quant.py --guard timm_resnet18_ts,minilm \
+        --runs 200 --json out/bench_quant_guard.json
 
 Without --guard: the per-layer quantization actions (below).
 
