@@ -14,7 +14,7 @@ from onnx import TensorProto as T, helper, numpy_helper
 from onnxamc.passes.quant_patterns import (ABSORBED, COMPUTE, FUSED, INT8, ORT_CPU, forms_for,
                                            preferred_int8, role)
 from onnxamc.passes.quant_placement import place
-from onnxamc.passes.quantize import WeightSpec, _Feeds, quantize_static_layers
+from onnxamc.passes.quantize import WeightSpec, _Feeds, quantize_static_layers, static_placement
 from onnxamc.quant_guard import fusion_report, optimized_graph
 
 C = 8  # channels
@@ -234,3 +234,28 @@ def test_tvm_runs_qdq_in_float_so_its_table_is_empty():
     assert "R.dequantize(" in text and convs and all('dtype="float32"' in c for c in convs)
     assert all(not r.pays for r in place(unary("Relu"), {"conv1", "conv2"}, "tvm").regions)
     assert forms_for("Conv", "tvm") == []
+
+
+ZOO_CONVNETS = ["tv_mobilenet_v3_small_ts", "timm_convnext_atto_ts", "tv_shufflenet_v2_x0_5_dynamo",
+                "timm_efficientnet_b0_ts", "timm_resnet18_ts"]
+
+
+@pytest.mark.parametrize("zoo_model", ZOO_CONVNETS, indirect=True)
+def test_uniform_int8_on_real_exports_leaves_no_quantized_op_float(zoo_model):
+    """Hard-swish, squeeze-excite, LayerNorm, GELU, channel shuffle, SiLU, weights shared
+    through Identity: every op the placement quantizes becomes an integer kernel or runs
+    on int8, and every layer of the model is int8 (threshold 0: all regions)."""
+    from onnxamc.graph import analyze, load_model
+
+    model = load_model(zoo_model.path)
+    layers = {layer.name for layer in analyze(model).layers}
+    rng = np.random.default_rng(0)
+    feeds = [{i.name: i.draw(rng) for i in zoo_model.entry.inputs} for _ in range(2)]
+    specs = {n: WeightSpec() for n in layers}
+    q = quantize_static_layers(model, specs, feeds, min_macs_per_border_element=0)
+    chosen = set(static_placement(model, specs, min_macs_per_border_element=0).nodes_to_quantize)
+    report = fusion_report(q, chosen)
+    assert report.unfused == [], report.summary()
+    fused = report.integer_ops.get("QLinearConv", 0) + report.integer_ops.get("QGemm", 0) \
+        + report.integer_ops.get("QLinearMatMul", 0)
+    assert fused == len(layers), report.summary()
