@@ -5,6 +5,12 @@ deployment pipeline can catch `OnnxAmcError` in one place.
 """
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 class OnnxAmcError(Exception):
     """Base class: the message is one line meant for the user."""
 
@@ -41,3 +47,12 @@ class UnsupportedOnTargetError(OnnxAmcError):
 
 class DeviceUnreachableError(OnnxAmcError):
     """A remote device (or its tracker) did not answer within the timeout."""
+
+
+class PassError(OnnxAmcError):
+    """A compression pass failed on one node; the message names the layer, op and rule."""
+
+
+class CheckError(OnnxAmcError):
+    """A compressed model failed the check every result passes (checker, onnxruntime,
+    output shapes, identical outputs for a policy that changes nothing)."""

@@ -1,183 +1,151 @@
-"""Metrics of one compressed model: accuracy, latency, size, MACs, params.
+"""The evaluator: Metrics of candidate models against one reference model, on one data
+set and one target.
 
-Accuracy is top-1 against labels; where the data has none, it is fidelity: top-1
-agreement with the reference (original) model's outputs. Accuracy runs on this host with
-onnxruntime CPU; latency runs on the Target (onnxruntime or TVM, local or remote), always
-side by side with the reference, and is reported as a ratio too. A model the target's
-runtime cannot run gets no latency, `supported: False` and a ratio of infinity, which the
-search scores as infeasible. Energy is labelled measured or estimated.
+Quality runs on this host with onnxruntime CPU, scored by a named metric
+(onnxamc.quality) against labels or the reference's outputs; latency runs on the Target
+(onnxruntime or TVM, local or remote), always side by side with the reference, so every
+ratio is measured in one run. A model the target's runtime cannot run gets no latency,
+`supported=False` and a ratio of infinity, which the search scores as infeasible.
+What does not change between candidates (the reference's outputs, its static metrics,
+its prepared runner) is computed once.
 """
 
 from __future__ import annotations
 
-import math
 import zlib
-from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
 import onnx
 
-from onnxamc.data import Dataset
-from onnxamc.graph import analyze, serialized_size
-from onnxamc.graph.size import bits_per_weight, weight_storage
+from onnxamc.data import Dataset, random_data
 from onnxamc.errors import UnsupportedOnTargetError
-from onnxamc.runtime import DEFAULT_THREADS, LatencyStats, make_session, run_batches
+from onnxamc.graph.context import ModelContext
+from onnxamc.graph.size import bits_per_weight, weight_storage
+from onnxamc.metrics import Metrics
+from onnxamc.quality import Quality, default_quality
+from onnxamc.runtime import make_session, run_batches
 from onnxamc.runtime.energy import energy_of
 from onnxamc.runtime.measure import Prepared, TargetMeter
 from onnxamc.runtime.target import Target, load_target
 
 EVAL_BATCH = 256
-
-
-@dataclass
-class Metrics:
-    accuracy: float | None
-    accuracy_kind: str  # "top1" (labels) or "fidelity" (agreement with the original)
-    size_bytes: int
-    macs: int
-    params: int
-    size_zipped_bytes: int | None = None  # zlib level 6: what zeros (sparsity) save on disk
-    latency: LatencyStats | None = None
-    latency_ratio: float | None = None  # median / reference median, same run
-    extra: dict = field(default_factory=dict)
-    bits_per_weight: float | None = None  # stored weight bits (scales, codebooks too) / weights
-    layer_bits: dict = field(default_factory=dict)  # the same, per layer
-
-    def to_dict(self) -> dict:
-        return {
-            "accuracy": self.accuracy,
-            "accuracy_kind": self.accuracy_kind,
-            "size_bytes": self.size_bytes,
-            "size_zipped_bytes": self.size_zipped_bytes,
-            "macs": self.macs,
-            "params": self.params,
-            "latency": self.latency.to_dict() if self.latency else None,
-            "latency_ratio": self.latency_ratio,
-            "bits_per_weight": self.bits_per_weight,
-            "layer_bits": self.layer_bits,
-            **self.extra,
-        }
-
-
-def top1(outputs: np.ndarray, targets: np.ndarray) -> float:
-    """Share of samples whose arg-max over the last axis equals the target class."""
-    predicted = outputs.reshape(len(outputs), -1).argmax(axis=1)
-    return float(np.mean(predicted == targets))
-
-
-def static_metrics(model: onnx.ModelProto) -> tuple[int, int, int, int]:
-    """Size on disk, MACs, params, zipped size."""
-    info = analyze(model)
-    zipped = len(zlib.compress(model.SerializeToString(), 6))
-    return serialized_size(model), info.macs, info.params, zipped
-
-
-def with_storage(metrics: Metrics, model: onnx.ModelProto) -> Metrics:
-    """Fill in the effective bits per weight, of the model and of each layer."""
-    storage = weight_storage(model)
-    metrics.bits_per_weight = bits_per_weight(storage)
-    metrics.layer_bits = {s.name: round(s.bits_per_weight, 3) for s in storage}
-    return metrics
+ENERGY_SECONDS = 0.5
 
 
 class Evaluator:
-    """Evaluates candidate models against one reference model on one dataset.
+    """Scores models against `reference`; `data` None measures latency and size only
+    (on random inputs of the model's shapes)."""
 
-    The reference outputs and session are computed once; each candidate is scored on
-    the data, then timed interleaved with the reference so the ratio is honest.
-    """
-
-    def __init__(self, reference: onnx.ModelProto, data: Dataset,
-                 threads: int = DEFAULT_THREADS, latency_runs: int = 50,
-                 latency_warmup: int = 10, target: Target | str | None = None):
-        self.target = load_target(target, threads if target is None else None)
-        self.reference = reference
+    def __init__(self, reference: ModelContext | onnx.ModelProto, data: Dataset | None,
+                 target: Target | str | None = None, *, quality: Quality | None = None,
+                 runs: int = 50, warmup: int = 10, measure_energy: bool = True):
+        self.reference = reference if isinstance(reference, ModelContext) \
+            else ModelContext(reference)
         self.data = data
-        self.threads = threads
-        self.latency_runs = latency_runs
-        self.latency_warmup = latency_warmup
-        self.reference_session = make_session(reference, threads)
-        self.reference_outputs = self.predict(self.reference_session)
-        if data.labels is not None:
-            self.targets, self.accuracy_kind = data.labels, "top1"
-        else:
-            self.targets = self.reference_outputs.reshape(len(data), -1).argmax(axis=1)
-            self.accuracy_kind = "fidelity"
-        self.reference_accuracy = top1(self.reference_outputs, self.targets)
-        self.meter, self.feed = TargetMeter(self.target), data.one()
-        self.reference_prepared = self.meter.prepare(reference, self.feed)
+        self.target = load_target(target)
+        self.quality = quality or default_quality(None if data is None else data.labels)
+        self.runs, self.warmup, self.measure_energy = runs, warmup, measure_energy
+        self.meter = TargetMeter(self.target)
+        self.feed = (data if data is not None else random_data(self.reference.inputs, 1)).one()
 
-    def predict(self, session) -> np.ndarray:
-        return run_batches(session, self.data.batches(EVAL_BATCH))
+    # --- what is computed once --------------------------------------------------------
+    @cached_property
+    def truth(self):
+        """What candidates are scored against: labels, or the reference's outputs."""
+        return self.quality.truth(self._outputs(self.reference.model), self.data.labels)
 
-    def evaluate(self, model: onnx.ModelProto, measure_latency: bool = True) -> Metrics:
-        session = make_session(model, self.threads)
-        accuracy = top1(self.predict(session), self.targets)
-        metrics = with_storage(Metrics(accuracy, self.accuracy_kind, *static_metrics(model)), model)
-        if measure_latency:
-            prepared = prepare_or_mark(self.meter, model, self.feed, metrics)
-            if prepared is not None:
-                ref, cand = self.meter.time([self.reference_prepared, prepared], self.feed,
-                                            self.latency_warmup, self.latency_runs)
-                metrics.latency = cand
-                metrics.latency_ratio = cand.median_ms / ref.median_ms
-                metrics.extra["reference_latency"] = ref.to_dict()
-                metrics.extra["energy"] = energy(prepared, self.target, metrics).to_dict()
-        metrics.extra["accuracy_drop"] = self.reference_accuracy - accuracy
+    @cached_property
+    def reference_metrics(self) -> Metrics:
+        metrics = self.static_metrics(self.reference.model)
+        if self.data is not None:
+            metrics.quality = self.quality.score(self._outputs(self.reference.model), self.truth)
         return metrics
 
+    @cached_property
+    def _reference_prepared(self) -> Prepared:
+        return self.meter.prepare(self.reference.model, self.feed)
 
-def prepare_or_mark(meter: TargetMeter, model: onnx.ModelProto, feed: dict,
-                    metrics: Metrics) -> Prepared | None:
-    """The model prepared for the target, or None with the reason recorded in metrics."""
-    metrics.extra["target"] = meter.target.name
-    try:
-        return meter.prepare(model, feed)
-    except UnsupportedOnTargetError as exc:
-        metrics.latency_ratio = math.inf
-        metrics.extra.update(supported=False, latency_error=str(exc))
-        return None
+    # --- one candidate ----------------------------------------------------------------
+    def evaluate(self, model: onnx.ModelProto, measure_latency: bool = True) -> Metrics:
+        """The candidate's metrics, its latency timed interleaved with the reference."""
+        metrics = self.score(model)
+        if measure_latency:
+            self._time([model], [metrics], with_reference=True)
+        return metrics.relate_to(self.reference_metrics)
 
+    def score(self, model: onnx.ModelProto) -> Metrics:
+        """Static metrics and quality, no latency."""
+        metrics = self.static_metrics(model)
+        if self.data is not None:
+            metrics.quality = self.quality.score(self._outputs(model), self.truth)
+        return metrics
 
-def energy(prepared: Prepared, target: Target, metrics: Metrics):
-    """Measured by a hardware counter around local runs where one is readable, else
-    estimated from MACs and weight bytes; labelled either way."""
-    return energy_of(prepared.run, target.compute_device, metrics.macs, metrics.size_bytes,
-                     seconds=0.5)
+    # --- several side by side -------------------------------------------------------
+    def compare(self, models: Sequence[onnx.ModelProto], runs: int | None = None) -> list[Metrics]:
+        """[reference, *models] measured side by side; ratios to the reference."""
+        results = [self.score(m) for m in models]
+        reference = self.reference_metrics
+        self._time(list(models), results, with_reference=True, runs=runs)
+        reference.relate_to(reference)
+        return [reference] + [m.relate_to(reference) for m in results]
+
+    # --- parts ------------------------------------------------------------------------
+    def static_metrics(self, model: onnx.ModelProto) -> Metrics:
+        context = self.reference if model is self.reference.model else ModelContext(model)
+        storage = weight_storage(model)
+        return Metrics(metric=self.quality.name, higher_is_better=self.quality.higher_is_better,
+                       size_bytes=model.ByteSize(),
+                       size_zipped_bytes=len(zlib.compress(model.SerializeToString(), 6)),
+                       macs=context.info.macs, params=context.info.params,
+                       bits_per_weight=bits_per_weight(storage),
+                       layer_bits={s.name: round(s.bits_per_weight, 3) for s in storage},
+                       target=self.target.name)
+
+    def _outputs(self, model: onnx.ModelProto) -> list[np.ndarray]:
+        session = make_session(model, self.target.threads)
+        return run_batches(session, self.data.batches(EVAL_BATCH))
+
+    def _time(self, models, results: list[Metrics], with_reference: bool,
+              runs: int | None = None) -> None:
+        """Latency of `models` (and the reference first), interleaved on the target."""
+        prepared = [self._prepare(m, r) for m, r in zip(models, results)]
+        timed = [i for i, p in enumerate(prepared) if p is not None]
+        runners = ([self._reference_prepared] if with_reference else []) + \
+            [prepared[i] for i in timed]
+        stats = self.meter.time(runners, self.feed, self.warmup, runs or self.runs)
+        if with_reference:
+            ref_stats, stats = stats[0], stats[1:]
+            self.reference_metrics.latency = ref_stats
+            self.reference_metrics.device = self.meter.device_info
+            if self.reference_metrics.energy is None:
+                self.reference_metrics.energy = self._energy(self._reference_prepared,
+                                                             self.reference_metrics)
+        for i, latency in zip(timed, stats):
+            results[i].latency = latency
+            results[i].energy = self._energy(prepared[i], results[i])
+            results[i].device = self.meter.device_info
+
+    def _prepare(self, model, metrics: Metrics) -> Prepared | None:
+        try:
+            return self.meter.prepare(model, self.feed)
+        except UnsupportedOnTargetError as exc:
+            metrics.supported, metrics.latency_error = False, str(exc)
+            return None
+
+    def _energy(self, prepared: Prepared, metrics: Metrics) -> dict:
+        """Measured by a hardware counter around local runs where one is readable, else
+        estimated from MACs and weight bytes; labelled either way."""
+        run = prepared.run if self.measure_energy else None
+        return energy_of(run, self.target.compute_device, metrics.macs, metrics.size_bytes,
+                         seconds=ENERGY_SECONDS).to_dict()
 
 
 def compare(models: Sequence[onnx.ModelProto], data: Dataset | None,
-            threads: int = DEFAULT_THREADS, runs: int = 100, warmup: int = 10,
-            feed: dict[str, np.ndarray] | None = None, *,
-            target: Target | str | None = None) -> list[Metrics]:
-    """Metrics of several models side by side; ratios are to the first model, and the
-    latency runs of all models are interleaved (on a board: alternating blocks)."""
-    target = load_target(target, threads if target is None else None)
-    sessions = [make_session(m, threads) for m in models]
-    results: list[Metrics] = []
-    targets, kind = None, "top1"
-    if data is not None:
-        first = run_batches(sessions[0], data.batches(EVAL_BATCH))
-        if data.labels is not None:
-            targets = data.labels
-        else:
-            targets, kind = first.reshape(len(data), -1).argmax(axis=1), "fidelity"
-    for model, session in zip(models, sessions):
-        accuracy = None
-        if targets is not None:
-            accuracy = top1(run_batches(session, data.batches(EVAL_BATCH)), targets)
-        results.append(with_storage(Metrics(accuracy, kind, *static_metrics(model)), model))
-    feed = feed if feed is not None else data.one()
-    meter = TargetMeter(target)
-    prepared = [prepare_or_mark(meter, m, feed, r) for m, r in zip(models, results)]
-    timed = [i for i, p in enumerate(prepared) if p is not None]
-    stats = meter.time([prepared[i] for i in timed], feed, warmup, runs) if timed else []
-    base = stats[0].median_ms if timed and timed[0] == 0 else math.nan
-    for i, latency in zip(timed, stats):
-        results[i].latency = latency
-        results[i].latency_ratio = latency.median_ms / base
-        results[i].extra["energy"] = energy(prepared[i], target, results[i]).to_dict()
-        if meter.device_info:
-            results[i].extra["device"] = meter.device_info
-    return results
+            target: Target | str | None = None, runs: int = 100,
+            warmup: int = 10) -> list[Metrics]:
+    """Metrics of several models side by side, ratios to the first (a convenience over
+    Evaluator for benchmarks and tests)."""
+    evaluator = Evaluator(models[0], data, target, runs=runs, warmup=warmup)
+    return evaluator.compare(list(models[1:]))

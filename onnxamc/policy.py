@@ -11,145 +11,104 @@ A policy file looks like this (layers left out keep the identity action):
       }
     }
 
-JSON only, never pickle: a policy is data that users read, diff and hand-edit.
+JSON only, never pickle: a policy is data that users read, diff and hand-edit. The
+fields of a LayerAction are those the actions declare (onnxamc.actions).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Mapping
 
+from onnxamc.actions import ACTIONS, FIELDS, OWNER
 from onnxamc.errors import PolicyError
-from onnxamc.quant_actions import QUANT_FIELDS, check_quant_fields
+from onnxamc.files import write_text
 
 SCHEMA = "onnxamc.policy/1"
-FLOAT_BITS = 32
-SUPPORTED_BITS = (32, 16, 8, 4)  # 16 = fp16 weights; 8 and 4 are integer
-QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
-LOW_RANK_OPS = ("Conv", "Gemm", "MatMul")
+MAX_POLICY_BYTES = 16 * 2**20  # a policy of a 100k-layer model is far below this
+UNIFORM = "uniform policy"  # the "layer" name of a uniform policy's action, in messages
 
 
-@dataclass(frozen=True)
-class LayerAction:
-    """What happens to one layer. The defaults are the identity action."""
+def _is_identity(self) -> bool:
+    return all(getattr(self, f.name) == f.default for f in FIELDS)
 
-    sparsity: float = 0.0  # fraction of weights zeroed by magnitude (fine-grained)
-    bits: int = FLOAT_BITS  # 32 keeps float; 16 fp16 weights; 8/4 integer weights (QDQ)
-    keep: float = 1.0  # structured: share of output channels kept (its channel group's)
-    rank: float = 1.0  # low-rank factorization: kept share of the full rank
-    remove: bool = False  # replace the residual block this layer opens by the identity
-    # Quantization detail (see onnxamc.quant_actions for what each combination means).
-    granularity: str = "per-channel"  # "per-channel" | "per-tensor" | "per-block"
-    block_size: int = 0  # per-block and weight_only: weights per scale (0 = default)
-    weight_only: bool = False  # MatMul/Gemm through MatMulNBits, float activations
-    accuracy_level: int = 0  # MatMulNBits compute accuracy (0 = onnxruntime default, 1-4)
-    dynamic: bool = False  # int8 with activations quantized at run time, no calibration
-    mixed_low_bits_ratio: float = 0.0  # share of output channels at 4 bits, the rest at `bits`
-    share_bits: int = 0  # weight sharing: k-means into 2**share_bits centroids (0 = off)
-    distill: float = 0.0  # feature-distillation weight of this layer's output in training
 
-    @property
-    def is_identity(self) -> bool:
-        return self == LayerAction()
+def _to_dict(self) -> dict[str, Any]:
+    """Only the fields that differ from the identity, so files stay short."""
+    return {f.name: getattr(self, f.name) for f in FIELDS if getattr(self, f.name) != f.default}
 
-    def to_dict(self) -> dict[str, Any]:
-        """Only the fields that differ from the identity, so files stay short."""
-        default = LayerAction()
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if getattr(self, f.name) != getattr(default, f.name)}
 
-    @classmethod
-    def from_dict(cls, data: Any, layer: str) -> "LayerAction":
-        if not isinstance(data, dict):
-            raise PolicyError(f"layer {layer!r}: action must be an object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                raise PolicyError(f"layer {layer!r}: unknown field {key!r} "
-                                  f"(fields: {', '.join(sorted(known))})")
-        action = cls(**data)
-        action.check(layer)
-        return action
+def _from_dict(cls, data: Any, layer: str):
+    """Normalized (8.0 is 8; 8.5 for bits is refused) and checked; one-line PolicyError."""
+    where = f"layer {layer!r}" if layer != UNIFORM else UNIFORM
+    if not isinstance(data, dict):
+        raise PolicyError(f"{where}: action must be an object, got {type(data).__name__}")
+    values = {}
+    for key, raw in data.items():
+        spec = next((f for f in FIELDS if f.name == key), None)
+        if spec is None:
+            hint = difflib.get_close_matches(key, [f.name for f in FIELDS], 1)
+            raise PolicyError(f"{where}: unknown field {key!r}"
+                              + (f"; did you mean {hint[0]!r}?" if hint else
+                                 f" (fields: {', '.join(f.name for f in FIELDS)})"))
+        try:
+            values[key] = spec.normalize(raw)
+        except ValueError as exc:
+            raise PolicyError(f"{where}: {key} {exc}, got {raw!r}") from None
+    action = cls(**values)
+    action.check(layer)
+    return action
 
-    def check(self, layer: str, op_type: str | None = None) -> None:
-        """Range checks; with op_type, also whether the action fits that kind of layer."""
-        if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)) \
-                or not 0.0 <= self.sparsity < 1.0:
-            raise PolicyError(f"layer {layer!r}: sparsity must be a number in [0, 1), "
-                              f"got {self.sparsity!r}")
-        if isinstance(self.bits, bool) or self.bits not in SUPPORTED_BITS:
-            raise PolicyError(f"layer {layer!r}: bits must be one of "
-                              f"{', '.join(map(str, SUPPORTED_BITS))}, got {self.bits!r}")
-        for name in ("keep", "rank"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0.0 < value <= 1.0:
-                raise PolicyError(f"layer {layer!r}: {name} must be a number in (0, 1], "
-                                  f"got {value!r}")
-        if not isinstance(self.remove, bool):
-            raise PolicyError(f"layer {layer!r}: remove must be true or false, got "
-                              f"{self.remove!r}")
-        if isinstance(self.distill, bool) or not isinstance(self.distill, (int, float)) \
-                or not 0.0 <= self.distill <= 100.0:
-            raise PolicyError(f"layer {layer!r}: distill must be a weight in [0, 100], "
-                              f"got {self.distill!r}")
-        if op_type is not None and self.rank < 1.0 and op_type not in LOW_RANK_OPS:
-            raise PolicyError(f"layer {layer!r}: rank={self.rank} is not supported for "
-                              f"{op_type} layers (low-rank: {', '.join(LOW_RANK_OPS)})")
-        if op_type is not None and self.bits != FLOAT_BITS and op_type not in QUANTIZABLE_OPS:
-            raise PolicyError(f"layer {layer!r}: bits={self.bits} is not supported for "
-                              f"{op_type} layers (quantizable: {', '.join(QUANTIZABLE_OPS)})")
-        problem = check_quant_fields(self, op_type)
+
+def _check(self, layer: str, op_type: str | None = None) -> None:
+    """Field ranges; then each action's own checks (with op_type: whether the layer's op
+    can take it)."""
+    where = f"layer {layer!r}" if layer != UNIFORM else UNIFORM
+    for spec in FIELDS:
+        problem = spec.check(getattr(self, spec.name))
         if problem:
-            raise PolicyError(f"layer {layer!r}: {problem}")
+            raise PolicyError(f"{where}: {spec.name} {problem}")
+    for action in ACTIONS:
+        problem = action.check(self, op_type)
+        if problem:
+            raise PolicyError(f"{where}: {problem}")
+
+
+LayerAction = make_dataclass(
+    "LayerAction", [(f.name, f.kind, field(default=f.default)) for f in FIELDS], frozen=True,
+    namespace={"__doc__": "What happens to one layer: one field per action field (see "
+                          "onnxamc.actions); the defaults are the identity action.",
+               "is_identity": property(_is_identity), "to_dict": _to_dict,
+               "from_dict": classmethod(_from_dict), "check": _check})
+LayerAction.__module__ = __name__
 
 
 @dataclass
 class Policy:
     """`{layer name → LayerAction}` plus the fingerprint of the model it was made for."""
 
-    layers: dict[str, LayerAction] = field(default_factory=dict)
+    layers: dict[str, Any] = field(default_factory=dict)  # name -> LayerAction
     fingerprint: str | None = None
     model_name: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def action(self, layer: str) -> LayerAction:
+    def action(self, layer: str):
         return self.layers.get(layer, LayerAction())
 
     @property
     def is_identity(self) -> bool:
         return all(a.is_identity for a in self.layers.values())
 
-    def sparsities(self) -> dict[str, float]:
-        return {n: a.sparsity for n, a in self.layers.items() if a.sparsity > 0}
-
-    def keeps(self) -> dict[str, float]:
-        return {n: a.keep for n, a in self.layers.items() if a.keep < 1.0}
-
-    def ranks(self) -> dict[str, float]:
-        return {n: a.rank for n, a in self.layers.items() if a.rank < 1.0}
-
-    def removals(self) -> list[str]:
-        return [n for n, a in self.layers.items() if a.remove]
-
-    def layers_with_bits(self, bits: int) -> list[str]:
-        return [n for n, a in self.layers.items() if a.bits == bits]
-
-    @classmethod
-    def uniform(cls, layer_names: Iterable[str], op_types: dict[str, str] | None = None,
-                **values: Any) -> "Policy":
-        """The same action on every layer that can take it (quantization skips layers
-        whose op cannot be quantized, as a baseline would)."""
-        policy = cls()
-        for name in layer_names:
-            fields_for_layer = dict(values)
-            if op_types and op_types.get(name) not in QUANTIZABLE_OPS:
-                for key in ("bits", *QUANT_FIELDS):
-                    fields_for_layer.pop(key, None)
-            policy.layers[name] = LayerAction.from_dict(fields_for_layer, name)
-        return policy
+    def only(self, *names: str) -> "Policy":
+        """The same policy with only the fields of the named actions (the rest identity):
+        e.g. the float part of a policy for training, `only("prune", "low-rank", ...)`."""
+        kept = {f.name for f in FIELDS if OWNER[f.name].name in names}
+        layers = {n: LayerAction(**{k: v for k, v in a.to_dict().items() if k in kept})
+                  for n, a in self.layers.items()}
+        return Policy(layers, self.fingerprint, self.model_name, dict(self.meta))
 
     # --- JSON ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -162,13 +121,10 @@ class Policy:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+        return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json())
-        return path
+        return write_text(path, self.to_json())
 
     @classmethod
     def from_dict(cls, data: Any) -> "Policy":
@@ -186,11 +142,11 @@ class Policy:
         model = data.get("model") or {}
         if not isinstance(model, dict):
             raise PolicyError("policy 'model' must be an object with 'fingerprint' and 'name'")
-        try:
-            actions = {name: LayerAction.from_dict(a, name) for name, a in layers.items()}
-        except TypeError as exc:  # e.g. a field given twice by a hand-made dict
-            raise PolicyError(f"invalid policy: {exc}") from None
-        return cls(actions, model.get("fingerprint"), model.get("name"), data.get("meta") or {})
+        meta = data.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise PolicyError("policy 'meta' must be an object")
+        actions = {name: LayerAction.from_dict(a, name) for name, a in layers.items()}
+        return cls(actions, model.get("fingerprint"), model.get("name"), meta)
 
     @classmethod
     def from_json(cls, text: str) -> "Policy":
@@ -204,49 +160,76 @@ class Policy:
     @classmethod
     def load(cls, path: str | Path) -> "Policy":
         path = Path(path)
-        if not path.exists():
-            raise PolicyError(f"policy file {str(path)!r} does not exist")
+        if not path.is_file():
+            raise PolicyError(f"policy file {str(path)!r} does not exist"
+                              + (" (it is a directory)" if path.is_dir() else ""))
+        if path.stat().st_size > MAX_POLICY_BYTES:
+            raise PolicyError(f"{path}: {path.stat().st_size / 2**20:.0f} MB is not a policy "
+                              f"(at most {MAX_POLICY_BYTES // 2**20} MB)")
         try:
             return cls.from_json(path.read_text())
+        except UnicodeDecodeError:
+            raise PolicyError(f"{path}: not a text (JSON) file") from None
         except PolicyError as exc:
             raise PolicyError(f"{path}: {exc}") from None
 
     # --- against a model ----------------------------------------------------------
-    def validate(self, layer_ops: dict[str, str], fingerprint: str | None = None) -> None:
+    def validate(self, layer_ops: Mapping[str, str], fingerprint: str | None = None) -> None:
         """Check against a model's layer table (`{name: op_type}`) and fingerprint."""
         if fingerprint and self.fingerprint and fingerprint != self.fingerprint:
             raise PolicyError(f"policy was made for another model (fingerprint "
                               f"{self.fingerprint}, this model is {fingerprint})")
         for name, action in self.layers.items():
             if name not in layer_ops:
-                close = [n for n in layer_ops if name in n or n in name][:3]
+                close = difflib.get_close_matches(name, list(layer_ops), 3, 0.6)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise PolicyError(f"layer {name!r} is not a compressible layer of this "
                                   f"model{hint}")
             action.check(name, layer_ops[name])
 
 
+def uniform_policy(context, values: Mapping[str, Any]) -> Policy:
+    """The same action on every layer that can take it (each field only where its action
+    fits the layer: quantization skips unquantizable ops, pruning blocked groups...)."""
+    checked = LayerAction.from_dict(dict(values), UNIFORM)
+    policy = Policy(fingerprint=context.fingerprint, model_name=context.name)
+    for layer in context.info.layers:
+        fitting = {k: v for k, v in checked.to_dict().items()
+                   if OWNER[k].fits(layer, context)}
+        policy.layers[layer.name] = LayerAction(**fitting)
+    return policy
+
+
 def parse_uniform(spec: str) -> dict[str, Any]:
     """`sparsity=0.5,bits=8` → {"sparsity": 0.5, "bits": 8}, for baseline policies."""
     values: dict[str, Any] = {}
-    known = {f.name: f.type for f in fields(LayerAction)}
+    known = {f.name: f for f in FIELDS}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         key, sep, raw = part.partition("=")
-        key = key.strip()
+        key, raw = key.strip(), raw.strip()
         if not sep or key not in known:
-            raise PolicyError(f"uniform policy term {part!r} is not FIELD=VALUE with FIELD in "
-                              f"{', '.join(known)}")
-        try:
-            kind = known[key] if isinstance(known[key], str) else known[key].__name__
-            values[key] = {"int": int, "str": str.strip, "bool": _parse_bool}.get(kind, float)(raw)
-        except ValueError:
-            raise PolicyError(f"uniform policy: {key} needs a number, got {raw!r}") from None
+            hint = difflib.get_close_matches(key, list(known), 1)
+            raise PolicyError(f"uniform policy term {part!r} is not FIELD=VALUE"
+                              + (f"; did you mean {hint[0]}?" if hint else
+                                 f" with FIELD in {', '.join(known)}"))
+        values[key] = _parse_value(known[key], raw)
     if not values:
         raise PolicyError("uniform policy is empty; give e.g. sparsity=0.5,bits=8")
     return values
 
 
-def _parse_bool(raw: str) -> bool:
-    if raw.strip().lower() not in ("1", "0", "true", "false", "yes", "no"):
-        raise ValueError(raw)
-    return raw.strip().lower() in ("1", "true", "yes")
+def _parse_value(spec, raw: str) -> Any:
+    if spec.kind is str:
+        return raw
+    if spec.kind is bool:
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise PolicyError(f"uniform policy: {spec.name} needs true or false, got {raw!r}")
+        return raw.lower() in ("1", "true", "yes")
+    try:
+        return float(raw) if spec.kind is float else int(float(raw)) \
+            if float(raw).is_integer() else float(raw)
+    except ValueError:
+        raise PolicyError(f"uniform policy: {spec.name} needs a number, got {raw!r}") from None
+
+
+__all__ = ["LayerAction", "Policy", "SCHEMA", "parse_uniform", "uniform_policy"]

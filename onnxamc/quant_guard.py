@@ -222,10 +222,10 @@ def int8_candidates(model: onnx.ModelProto, policy, calibration, runtime: str = 
     from dataclasses import replace as with_fields
 
     from onnxamc.graph import analyze
-    from onnxamc.passes import apply_policy
+    from onnxamc.actions import apply_policy
     from onnxamc.passes.quant_patterns import MIN_MACS_PER_BORDER_ELEMENT
     from onnxamc.policy import Policy
-    from onnxamc.quant_actions import action_kind
+    from onnxamc.actions.quantize import form_of as action_kind
 
     def build(p, threshold=None):
         return lambda: apply_policy(model, p, calibration, runtime=runtime,
@@ -253,7 +253,7 @@ def guarded_int8(model: onnx.ModelProto, policy, calibration, measure: Measure,
     one-line reason (GuardResult.message)."""
     from dataclasses import replace as with_fields
 
-    from onnxamc.passes import apply_policy
+    from onnxamc.actions import apply_policy
     from onnxamc.policy import Policy
 
     plain = Policy({n: with_fields(a, bits=32, granularity="per-channel", block_size=0,

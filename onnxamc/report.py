@@ -15,7 +15,12 @@ from typing import Sequence
 
 import optuna
 
-from onnxamc.policy import FLOAT_BITS, Policy
+from onnxamc.files import write_text
+from onnxamc.metrics import Metrics, format_quality
+from onnxamc.policy import Policy
+from onnxamc.search.pareto import pareto_indices
+
+FLOAT_BITS = 32
 
 
 @dataclass
@@ -25,35 +30,23 @@ class ReportFiles:
     plots: list[Path]
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of points (latency, accuracy) that no other point dominates (lower or
-    equal latency and higher or equal accuracy, one strictly), by rising latency."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best_acc = [], -math.inf
-    for i in order:
-        if points[i][1] > best_acc:
-            front.append(i)
-            best_acc = points[i][1]
-    return front
-
-
 def write_report(directory: str | Path, study: optuna.Study | None, policy: Policy | None,
-                 layers: Sequence[dict], before_after: dict[str, dict] | None = None,
+                 layers: Sequence, before_after: dict[str, Metrics] | None = None,
                  title: str = "onnxamc report", chosen_trial: int | None = None,
                  notes: Sequence[str] = (),
-                 markers: dict[str, dict] | None = None) -> ReportFiles:
+                 markers: dict[str, Metrics] | None = None) -> ReportFiles:
     """Write the plots, report.html and report.md into `directory`.
 
-    `layers` are layer-table rows (name, op_type, macs, ...); `before_after` maps a
-    row label ("original", "compressed", ...) to a Metrics dict measured side by side;
+    `layers` are layer-table rows (graph.Layer); `before_after` maps a row label
+    ("original", "compressed", ...) to Metrics measured side by side;
     `study` is None when no search ran (a given policy); `notes` are lines on recovery;
     `markers` are the rows to mark on the Pareto plot when `before_after` was measured on
     other data than the trials (default: `before_after`).
     """
-    import matplotlib
+    from onnxamc.files import check_writable
 
-    matplotlib.use("Agg")
     directory = Path(directory)
+    check_writable(directory / "report.html")
     directory.mkdir(parents=True, exist_ok=True)
     trials = [] if study is None else [
         t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -65,11 +58,12 @@ def write_report(directory: str | Path, study: optuna.Study | None, policy: Poli
     if policy is not None:
         plots.append(_policy_plot(directory / "policy.png", policy, layers))
     plots += _importance_plots(directory, study, trials)
+    if chosen_trial is not None:
+        notes = [f"The policy charted is trial #{chosen_trial}'s: the one the search chose."
+                 ] + list(notes)
     md = _markdown(title, study, trials, policy, layers, before_after, plots, notes)
-    md_path = directory / "report.md"
-    md_path.write_text(md)
-    html_path = directory / "report.html"
-    html_path.write_text(_html(title, md))
+    md_path = write_text(directory / "report.md", md)
+    html_path = write_text(directory / "report.html", _html(title, md))
     return ReportFiles(html_path, md_path, plots)
 
 
@@ -86,13 +80,13 @@ def _importance_plots(directory: Path, study, trials) -> list[Path]:
     import matplotlib
 
     # the importance of the measured metrics, over the trials that measured them
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     view = optuna.create_study(directions=study.directions)
-    view.add_trials([t for t in trials if all(_finite(t.user_attrs["metrics"].get(k))
-                                              for k in ("accuracy", "latency_ratio"))])
+    view.add_trials([t for t in trials if _finite(_m(t).quality)
+                     and _finite(_m(t).latency_ratio)])
+    metric = _m(trials[0]).metric
     with matplotlib.rc_context():  # Optuna's plots switch the global style to ggplot
         paths = [_importance_plot(directory / f"importance-{name}.png", view, key, name)
-                 for key, name in (("accuracy", "accuracy"), ("latency_ratio", "latency"))]
+                 for key, name in (("quality", metric), ("latency_ratio", "latency"))]
     return [p for p in paths if p is not None]
 
 
@@ -102,7 +96,7 @@ def _importance_plot(path: Path, view: optuna.Study, key: str, name: str) -> Pat
     import matplotlib.pyplot as plt
     from optuna.visualization.matplotlib import plot_param_importances
 
-    target = lambda t: t.user_attrs["metrics"][key]  # noqa: E731
+    target = lambda t: getattr(_m(t), key)  # noqa: E731
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
@@ -127,9 +121,26 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def _m(trial) -> Metrics:
+    return Metrics.from_dict(trial.user_attrs["metrics"])
+
+
 def _metric_points(trials):
-    return [(t.user_attrs["metrics"].get("latency_ratio") or math.nan,
-             t.user_attrs["metrics"].get("accuracy") or math.nan) for t in trials]
+    """(latency ratio, quality) of each trial; nan where it has none."""
+    points = []
+    for t in trials:
+        m = _m(t)
+        points.append((m.latency_ratio if _finite(m.latency_ratio) else math.nan,
+                       m.quality if m.quality is not None else math.nan))
+    return points
+
+
+def _front(points, higher_is_better: bool) -> list[int]:
+    """Indices of the (latency, quality) points no other dominates, by rising latency."""
+    rows = [i for i, p in enumerate(points) if _finite(p[0]) and _finite(p[1])]
+    direction = "maximize" if higher_is_better else "minimize"
+    front = pareto_indices([points[i] for i in rows], ["minimize", direction])
+    return sorted((rows[j] for j in front), key=lambda i: points[i][0])
 
 
 def _pareto_plot(path, trials, before_after, chosen_trial):
@@ -150,26 +161,28 @@ def _pareto_plot(path, trials, before_after, chosen_trial):
         ax.scatter([p[0]], [p[1]], marker="^", s=60, facecolors="none", edgecolors="black",
                    zorder=3, label=None if i else "uniform baseline")
         ax.annotate(label, p, textcoords="offset points", xytext=(6, -10), fontsize=7)
-    front = pareto_front(points)
+    front = _front(points, not trials or _m(trials[0]).higher_is_better)
     if front:
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "-",
                 c="tab:blue", lw=1, alpha=0.6, label="Pareto front", zorder=1)
     markers = {"original": ("*", "black"), "compressed": ("D", "tab:red")}
     for label, metrics in (before_after or {}).items():
-        if metrics.get("latency_ratio") is None or metrics.get("accuracy") is None:
+        if not _finite(metrics.latency_ratio) or metrics.quality is None:
             continue
         marker, color = markers.get(label, ("s", "tab:green"))
-        ax.scatter([metrics["latency_ratio"]], [metrics["accuracy"]], marker=marker, s=90,
+        ax.scatter([metrics.latency_ratio], [metrics.quality], marker=marker, s=90,
                    c=color, edgecolors="white", label=label, zorder=3)
     if chosen_trial is not None:
         for t, p in zip(trials, points):
             if t.number == chosen_trial:
                 ax.annotate(f"#{t.number}", p, textcoords="offset points", xytext=(5, 5))
     ax.set_xlabel("latency / original (measured, same run)")
-    ax.set_ylabel("accuracy")
+    metric = _m(trials[0]).metric if trials else next(
+        (m.metric for m in (before_after or {}).values()), "quality")
+    ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("accuracy against measured latency")
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"{metric} against measured latency")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -204,7 +217,7 @@ def _history_plot(path, study, trials):
 def _policy_plot(path, policy: Policy, layers):
     import matplotlib.pyplot as plt
 
-    names = [l["name"] for l in layers]
+    names = [l.name for l in layers]
     fig, ax = plt.subplots(figsize=(max(6.4, 0.28 * len(names)), 3.6), dpi=110)
     keep = [policy.action(n).keep for n in names]
     sparsity = [policy.action(n).sparsity for n in names]
@@ -232,12 +245,9 @@ def _policy_plot(path, policy: Policy, layers):
     return path
 
 
-def _fmt(metrics: dict, key: str, kind: str) -> str:
-    value = metrics.get(key)
+def _fmt(value, kind: str) -> str:
     if value is None:
         return "-"
-    if kind == "pct":
-        return f"{100 * value:.2f}%"
     if kind == "ratio":
         return f"{value:.3f}"
     if kind == "kb":
@@ -254,14 +264,14 @@ def _markdown(title, study, trials, policy, layers, before_after, plots, notes) 
     for note in notes:
         lines += [note, ""]
     if before_after:
-        lines += ["| model | accuracy | latency ms (median) | latency ratio | size KB | MACs | params |",
-                  "|---|---|---|---|---|---|---|"]
+        metric = next(iter(before_after.values())).metric
+        lines += [f"| model | {metric} | latency ms (median) | latency ratio | size KB | MACs "
+                  "| params |", "|---|---|---|---|---|---|---|"]
         for label, m in before_after.items():
-            latency = m.get("latency") or {}
-            median = f"{latency['median_ms']:.3f}" if latency.get("median_ms") else "-"
-            lines.append(f"| {label} | {_fmt(m, 'accuracy', 'pct')} | {median} | "
-                         f"{_fmt(m, 'latency_ratio', 'ratio')} | {_fmt(m, 'size_bytes', 'kb')} | "
-                         f"{_fmt(m, 'macs', 'int')} | {_fmt(m, 'params', 'int')} |")
+            median = f"{m.latency.median_ms:.3f}" if m.latency else "-"
+            lines.append(f"| {label} | {format_quality(m.metric, m.quality)} | {median} | "
+                         f"{_fmt(m.latency_ratio, 'ratio')} | {_fmt(m.size_bytes, 'kb')} | "
+                         f"{_fmt(m.macs, 'int')} | {_fmt(m.params, 'int')} |")
         lines += ["", "Latency: batch 1, measured interleaved with the original in the same "
                   "process; ratios of medians.", ""]
     for plot in plots:
@@ -272,9 +282,9 @@ def _markdown(title, study, trials, policy, layers, before_after, plots, notes) 
                   "|---|---|---|---|---|---|---|"]
         shown = {"keep", "sparsity", "bits"}
         for l in layers:
-            a = policy.action(l["name"])
+            a = policy.action(l.name)
             other = ", ".join(f"{k}={v}" for k, v in a.to_dict().items() if k not in shown)
-            lines.append(f"| {l['name']} | {l['op_type']} | {l['macs']:,} | {a.keep:.2f} | "
+            lines.append(f"| {l.name} | {l.op_type} | {l.macs:,} | {a.keep:.2f} | "
                          f"{a.sparsity:.2f} | {a.bits} | {other or '-'} |")
         lines.append("")
     return "\n".join(lines)

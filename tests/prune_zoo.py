@@ -269,3 +269,30 @@ def zoo_paths(tmp_path_factory) -> LazyZoo:
         _PATHS.append(LazyZoo(lambda name: export(build(name), ZOO[name][1],
                                                   folder / f"{name}.onnx")))
     return _PATHS[0]
+
+
+def pruning_row(model) -> dict:
+    """What the done-criteria of issue 12 ask of one (normalized) model: groups prunable
+    of all, the share of conv/linear output channels in prunable groups, and whether
+    uniform keep=0.5 gives a valid model (checker, onnxruntime, output shapes) with
+    exactly the MACs the plan predicted."""
+    from onnxamc.graph import analyze
+    from onnxamc.graph.groups import channel_groups
+    from onnxamc.passes.prune_channels import choose_channels, group_ratios, prune_channels
+    from onnxamc.runtime.check import check_compressed
+
+    info, analysis = analyze(model), channel_groups(model)
+    prunable = [g for g in analysis.groups if g.prunable]
+    in_prunable = sum(layer.c_out for layer in info.layers
+                      if (g := analysis.group_of(layer.name)) is not None and g.prunable)
+    row = {"groups": len(analysis.groups), "prunable": len(prunable),
+           "share": in_prunable / max(1, sum(layer.c_out for layer in info.layers)),
+           "failures": len(analysis.rule_failures), "macs": info.macs}
+    keep = {layer: 0.5 for g in prunable for layer in g.layers}
+    if keep:
+        plan = analysis.plan(choose_channels(model, analysis, group_ratios(analysis, keep), 8,
+                                             "l1"))
+        pruned = prune_channels(model, keep, analysis=analysis)
+        check_compressed(model, pruned)  # raises a one-line CheckError when invalid
+        row.update(predicted=plan.predict()[0], measured=analyze(pruned).macs)
+    return row

@@ -10,7 +10,6 @@ import pytest
 
 from onnxamc import api
 from onnxamc.errors import ModelError
-from onnxamc.report import pareto_front
 from onnxamc.search import open_storage
 
 from conftest import run_model
@@ -53,12 +52,12 @@ def test_export_errors(entry, message, tmp_path):
 def test_compress_tiny_model_writes_model_policy_and_report(tiny_cnn, tmp_path):
     out = tmp_path / "c.onnx"
     result = api.compress(tiny_cnn, "digits", train_data="digits", trials=3, epochs=1,
-                          eval_samples=300, calibration_samples=64, latency_runs=10,
+                          eval_samples=300, calibration_samples=64, runs=10,
                           verify_runs=20, output=out, progress=False)
     assert out.exists() and result.policy_path.exists()
     onnx.checker.check_model(onnx.load(out))
     assert set(result.before_after) >= {"original", "compressed"} and len(result.before_after) == 3
-    assert result.train_report.steps > 0
+    assert result.recovered.train_report.steps > 0
     files = result.report
     assert files.html.exists() and files.markdown.exists()
     for plot in files.plots:
@@ -90,15 +89,15 @@ def test_compress_from_torch_entry_point_end_to_end(tmp_path):
 
 def test_report_command_from_storage(tiny_cnn, tmp_path):
     api.search(tiny_cnn, "digits", trials=10, eval_samples=200, calibration_samples=32,
-               latency_runs=5, verify_runs=5, output=tmp_path / "s.onnx", progress=False,
+               runs=5, verify_runs=5, output=tmp_path / "s.onnx", progress=False,
                actions=["quant", "sparsity=0:0.6:0.2"])
     files = api.report(tmp_path / "s.journal", tmp_path / "rep", model=tiny_cnn)
     assert all(p.read_bytes()[:8] == PNG_MAGIC for p in files.plots)
     names = {p.name for p in files.plots}
     # Optuna's own fANOVA importance plots, once the study has enough trials
-    assert names == {"pareto.png", "history.png", "policy.png", "importance-accuracy.png",
+    assert names == {"pareto.png", "history.png", "policy.png", "importance-top1.png",
                      "importance-latency.png"}
-    assert "importance-accuracy.png" in files.html.read_text()
+    assert "importance-top1.png" in files.html.read_text()
     import matplotlib  # Optuna's plots set the ggplot style globally: not beyond the report
 
     assert matplotlib.rcParams["axes.facecolor"] == "white"
@@ -167,7 +166,7 @@ def test_compress_chooses_lr_and_per_layer_distillation_rates(tiny_cnn, tmp_path
                    verify_runs=10, output=tmp_path / "d.onnx", progress=False, report=False,
                    distill_trials=2, trial_steps=4)
     result = api.compress(tiny_cnn, "digits", **options)
-    searched = result.recovery_search
+    searched = result.recovered.recovery_search
     trials = searched.study.trials
     assert len(trials) == len(LR_CHOICES) + 2 and all(t.value is not None for t in trials)
     grid = trials[:len(LR_CHOICES)]  # first every learning rate with logits only
@@ -186,29 +185,17 @@ def test_compress_chooses_lr_and_per_layer_distillation_rates(tiny_cnn, tmp_path
     for layer, rate in searched.rates.items():  # the rates are the policy's distill action
         assert written["layers"].get(layer, {}).get("distill", 0.0) == rate
     again = api.compress(tiny_cnn, "digits", **options)  # the study is stored: no new trials
-    assert len(again.recovery_search.study.trials) == len(trials)
+    assert len(again.recovered.recovery_search.study.trials) == len(trials)
     fixed = api.compress(tiny_cnn, "digits", **{**options, "distill_trials": 0, "lr": 0.003})
-    assert fixed.recovery_search is None  # nothing left to choose
-    with pytest.raises(OnnxAmcError, match="needs --train-data"):
+    assert fixed.recovered.recovery_search is None  # nothing left to choose
+    with pytest.raises(OnnxAmcError, match="needs train_data"):
         api.compress(tiny_cnn, "digits", distill_trials=2, output=tmp_path / "e.onnx")
     with pytest.raises(OnnxAmcError, match="learning rate"):
         api.compress(tiny_cnn, "digits", lr="fast", output=tmp_path / "e.onnx")
 
 
-def test_pareto_front_is_non_dominated():
-    rng = np.random.default_rng(0)
-    points = [tuple(p) for p in rng.random((200, 2))]
-    front = pareto_front(points)
-    for i in front:
-        assert not any(points[j][0] <= points[i][0] and points[j][1] >= points[i][1]
-                       and points[j] != points[i] for j in range(len(points)))
-    others = set(range(len(points))) - set(front)
-    for j in others:  # everything else is dominated by some front point
-        assert any(points[i][0] <= points[j][0] and points[i][1] >= points[j][1] for i in front)
-
-
 def test_compress_with_feature_distillation(tiny_cnn, tmp_path):
-    from onnxamc.api import _feature_weights
+    from onnxamc.workflows.recovering import feature_weights
     from onnxamc.graph import load_model
     from onnxamc.recover.recovery_search import feature_tensors
     from onnxamc.policy import LayerAction, Policy
@@ -216,28 +203,72 @@ def test_compress_with_feature_distillation(tiny_cnn, tmp_path):
     model = load_model(tiny_cnn)
     names = [l.name for l in api.analyze(tiny_cnn).layers]
     policy = Policy({names[0]: LayerAction(distill=2.0), names[1]: LayerAction()})
-    weights = _feature_weights(model, model, policy, uniform=0.5)
+    weights = feature_weights(model, model, policy, uniform=0.5)
     tensors = feature_tensors(model, model)  # every layer but the output one
     assert len(tensors) == len(names) - 1 and set(weights) == set(tensors.values())
     assert weights[tensors[names[0]]] == 2.0  # the policy's own rate wins over the uniform one
     assert sorted(weights.values()) == [0.5] * (len(tensors) - 1) + [2.0]
     result = api.compress(tiny_cnn, "digits", train_data="digits", trials=2, epochs=1,
                           feature_distill=0.5, eval_samples=200, calibration_samples=32,
-                          latency_runs=5, verify_runs=10, output=tmp_path / "f.onnx",
+                          runs=5, verify_runs=10, output=tmp_path / "f.onnx",
                           progress=False, report=False)
-    assert result.train_report.steps > 0 and (tmp_path / "f.onnx").exists()
+    assert result.recovered.train_report.steps > 0 and (tmp_path / "f.onnx").exists()
 
 
 def test_qat_fake_quantizes_only_what_it_mirrors(tiny_cnn):
     """Symmetric per-channel int8 and int4 are trained with fake quantization; per-tensor,
     weight sharing and float layers are quantized after training only."""
-    from onnxamc.api import _qat_bits
     from onnxamc.policy import LayerAction, Policy
+    from onnxamc.workflows.recovering import qat_bits
+    from onnxamc.workflows.run import load_context
 
-    info = api.analyze(tiny_cnn)
+    context = load_context(tiny_cnn)
+    info = context.info
     a, b, c = info.layer_names[:3]
     policy = Policy({a: LayerAction(bits=8), b: LayerAction(bits=4),
                      c: LayerAction(bits=8, granularity="per-tensor")})
-    assert _qat_bits(policy, info) == {info.layer(a).weight: 8, info.layer(b).weight: 4}
+    assert qat_bits(policy, context) == {info.layer(a).weight: 8, info.layer(b).weight: 4}
     shared = Policy({a: LayerAction(bits=8, share_bits=4), b: LayerAction(keep=0.5)})
-    assert _qat_bits(shared, info) == {}
+    assert qat_bits(shared, context) == {}
+
+
+def test_report_charts_the_chosen_policy_never_an_infeasible_one(tiny_cnn, tmp_path):
+    """The fastest trial breaks --max-drop: the report made again from the storage alone
+    charts the policy the search chose (feasible), as the search wrote it."""
+    from onnxamc.metrics import Metrics
+    from onnxamc.policy import LayerAction, Policy
+    from onnxamc.search import AccuracyBound, SearchSpace, open_study, run_search
+    from onnxamc.search.results import best_trial, record_choice
+    from onnxamc.workflows.run import load_context
+    from onnxamc.workflows.searching import search_slots
+
+    context = load_context(tiny_cnn)
+    space = SearchSpace(search_slots(context), ["quant"])
+    names = context.info.layer_names
+    everything = Policy({n: LayerAction(bits=8) for n in names})  # fastest, loses 5 points
+    one = Policy({names[1]: LayerAction(bits=8)})  # a little faster, loses nothing
+
+    def evaluate(policy):
+        int8 = sum(policy.action(n).bits == 8 for n in names)
+        return Metrics(quality=0.9 - 0.05 * (int8 == len(names)),
+                       quality_drop=0.05 * (int8 == len(names)),
+                       latency_ratio=1.0 - 0.1 * int8, size_ratio=1.0)
+
+    goal = AccuracyBound(0.01)
+    storage = str(tmp_path / "r.journal")
+    study = open_study(storage, "r", goal, context.fingerprint,
+                       settings={"objective": None, "latency": None, "max_drop": 0.01,
+                                 "pick": None})
+    run_search(study, space, goal, evaluate, 3, progress=False,
+               seeds=[space.policy_from_params({}), everything, one])
+    fastest = min(study.trials, key=lambda t: t.user_attrs["metrics"]["latency_ratio"])
+    chosen, feasible = best_trial(study, goal)
+    assert feasible and chosen.number != fastest.number
+    files = api.report(storage, tmp_path / "rep", model=tiny_cnn)
+    text = files.markdown.read_text()
+    assert f"trial #{chosen.number}'s" in text and f"trial #{fastest.number}'s" not in text
+    charted = [l for l in text.splitlines() if l.startswith(f"| {names[0]} |")][0]
+    assert "| 32 |" in charted  # the first layer stays float in the chosen policy
+    record_choice(study, fastest, False, evaluate(everything))  # a recorded choice wins
+    again = api.report(storage, tmp_path / "rep2", model=tiny_cnn).markdown.read_text()
+    assert f"trial #{fastest.number}'s" in again

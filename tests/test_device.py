@@ -109,9 +109,9 @@ def test_remote_bench_through_api(agent, tracker, tiny_cnn, tmp_path):
     path = tmp_path / "board.toml"
     path.write_text(f'runtime = "onnxruntime"\ndevice = "remote"\n[remote]\nkey = "{KEY}"\n'
                     f'tracker = "127.0.0.1:{tracker.port}"\ntimeout = 30\n')
-    metrics = api.bench([tiny_cnn], "digits", runs=6, limit=32, target=path)[0]
-    assert metrics.latency.runs == 6 and metrics.extra["device"]["machine"]
-    assert metrics.extra["energy"]["kind"] == "estimated"  # no counter reaches over RPC
+    metrics = api.bench([tiny_cnn], "digits", runs=6, eval_samples=32, target=path)[0]
+    assert metrics.latency.runs == 6 and metrics.device["machine"]
+    assert metrics.energy["kind"] == "estimated"  # no counter reaches over RPC
 
 
 def test_stopped_agent_is_unreachable_within_timeout(tracker, tiny_cnn):

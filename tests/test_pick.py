@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from onnxamc.metrics import Metrics
 from onnxamc.search import MultiObjective, best_trial, make_sampler, open_study, run_search
 from onnxamc.search.pick import PickRule, parse_pick
 from search_toy import toy_evaluator, toy_space
@@ -12,7 +13,7 @@ from search_toy import toy_evaluator, toy_space
 # (accuracy, latency ratio, size ratio) of five measured policies
 POINTS = [(0.90, 1.00, 1.0), (0.895, 0.60, 0.5), (0.885, 0.40, 0.3), (0.80, 0.30, 0.25),
           (0.60, 0.20, 0.2)]
-METRICS = [{"accuracy": a, "accuracy_drop": 0.9 - a, "latency_ratio": l, "size_ratio": s}
+METRICS = [Metrics(quality=a, quality_drop=0.9 - a, latency_ratio=l, size_ratio=s)
            for a, l, s in POINTS]
 
 
@@ -46,16 +47,16 @@ def test_toy_study_picks_by_rule_from_the_same_trials():
     study = open_study(":memory:", "pick", objective, "toy",
                        sampler=make_sampler("nsga2", space, objective, seed=0, n_trials=40))
     run_search(study, space, objective, toy_evaluator(space), 40, progress=False, seeds=[])
-    metrics = lambda t: t.user_attrs["metrics"]  # noqa: E731
+    metrics = lambda t: Metrics.from_dict(t.user_attrs["metrics"])  # noqa: E731
     feasible = [metrics(t) for t in study.trials if t.values is not None]
-    drop = sorted(m["accuracy_drop"] for m in feasible)[len(feasible) // 2]  # half fit
-    latency = sorted(m["latency_ratio"] for m in feasible)[len(feasible) // 2]
+    drop = sorted(m.quality_drop for m in feasible)[len(feasible) // 2]  # half fit
+    latency = sorted(m.latency_ratio for m in feasible)[len(feasible) // 2]
     fastest_close, met = best_trial(study, MultiObjective(pick=parse_pick(f"drop<={drop}")))
-    assert met and metrics(fastest_close)["latency_ratio"] == min(
-        m["latency_ratio"] for m in feasible if m["accuracy_drop"] <= drop)
+    assert met and metrics(fastest_close).latency_ratio == min(
+        m.latency_ratio for m in feasible if m.quality_drop <= drop)
     accurate_fast, met = best_trial(study, MultiObjective(pick=parse_pick(f"latency<={latency}")))
-    assert met and metrics(accurate_fast)["accuracy"] == max(
-        m["accuracy"] for m in feasible if m["latency_ratio"] <= latency)
+    assert met and metrics(accurate_fast).quality == max(
+        m.quality for m in feasible if m.latency_ratio <= latency)
     assert fastest_close.number != accurate_fast.number
 
 def test_cli_pick_rechooses_from_a_stored_front(tiny_cnn, tmp_path, capsys):

@@ -37,6 +37,8 @@ def _policy(layers, **top):
     (_policy({"conv1": 3}), "layer 'conv1': action must be an object"),
     (_policy({"conv1": {"keep_ratio": 0.5}}), "layer 'conv1': unknown field 'keep_ratio'"),
     (_policy({"conv1": {"sparsity": 1.5}}), "layer 'conv1': sparsity must be a number in"),
+    (_policy({"conv1": {"bits": 8.5}}), "layer 'conv1': bits must be one of"),
+    (_policy({"conv1": {"bitz": 8}}), "unknown field 'bitz'; did you mean 'bits'"),
     (_policy({"conv1": {"sparsity": "half"}}), "layer 'conv1': sparsity must be a number"),
     (_policy({"conv1": {"bits": 7}}), "layer 'conv1': bits must be one of"),
     (_policy({"conv1": {"bits": True}}), "layer 'conv1': bits must be one of"),
@@ -77,11 +79,26 @@ def test_uniform_spec():
             parse_uniform(bad)
 
 
-def test_uniform_quantization_skips_layers_that_cannot_take_it():
-    policy = Policy.uniform(OPS, OPS, bits=8, sparsity=0.25)
-    assert policy.action("conv1").bits == 8 and policy.action("deconv").bits == 32
-    assert policy.action("deconv").sparsity == 0.25
-    policy.validate(OPS)
+def test_numbers_are_normalized_to_the_field_type():
+    policy = Policy.from_json(_policy({"conv1": {"bits": 8.0, "keep": 1, "sparsity": 0}}))
+    action = policy.action("conv1")
+    assert action.bits == 8 and isinstance(action.bits, int)
+    assert isinstance(action.keep, float) and action.to_dict() == {"bits": 8}
+
+
+def test_uniform_policy_gives_each_field_only_where_its_action_fits(tiny_cnn):
+    """fc's output channels are the model's output: it takes bits but not keep."""
+    from onnxamc.policy import uniform_policy
+    from onnxamc.workflows.run import load_context
+
+    context = load_context(tiny_cnn)
+    policy = uniform_policy(context, {"keep": 0.5, "bits": 8, "sparsity": 0.25})
+    assert policy.action("fc").to_dict() == {"bits": 8, "sparsity": 0.25}
+    assert policy.action("conv1").to_dict() == {"keep": 0.5, "bits": 8, "sparsity": 0.25}
+    assert policy.fingerprint == context.fingerprint
+    policy.validate(context.layer_ops, context.fingerprint)
+    with pytest.raises(PolicyError, match="^uniform policy: bits must be one of"):
+        uniform_policy(context, {"bits": 9})
 
 
 def test_fingerprint_ignores_weight_values(tiny_cnn):

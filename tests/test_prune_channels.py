@@ -13,10 +13,10 @@ from conftest import export, run_model
 from onnxamc.errors import PolicyError
 from onnxamc.graph import analyze, load_model
 from onnxamc.graph.groups import channel_groups, kept_count
-from onnxamc.passes import apply_policy
+from onnxamc.actions import apply_policy
 from onnxamc.passes.prune_channels import apply_plan, choose_channels, prune_channels
 from onnxamc.policy import LayerAction, Policy
-from prune_zoo import ZOO, LazyZoo, build, zoo_paths  # noqa: F401 (fixture)
+from prune_zoo import ZOO, LazyZoo, build, pruning_row, zoo_paths  # noqa: F401 (fixture)
 
 @pytest.fixture(scope="session")
 def zoo(zoo_paths):
@@ -39,6 +39,13 @@ def test_every_zoo_model_has_prunable_groups(zoo, name):
     assert prunable_layers(analysis), [g.to_dict() for g in analysis.groups]
     out_group = analysis.group_of(analyze(zoo[name][0]).layers[-1].name)
     assert out_group.blocked_by == "model output 'logits'"
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_uniform_half_is_valid_with_the_predicted_macs(zoo, name):
+    row = pruning_row(zoo[name][0])
+    assert row["failures"] == 0 and row["prunable"] >= 1
+    assert row["predicted"] == row["measured"] < row["macs"]
 
 
 @pytest.mark.parametrize("name", list(ZOO))
@@ -229,8 +236,8 @@ def test_structural_policy_fields_are_range_checked(field, value):
 def test_structural_policy_fields_round_trip_json():
     policy = Policy({"a": LayerAction(keep=0.5), "b": LayerAction(rank=0.25, remove=True)})
     again = Policy.from_json(policy.to_json())
-    assert again.keeps() == {"a": 0.5} and again.ranks() == {"b": 0.25}
-    assert again.removals() == ["b"]
+    assert again.action("a").to_dict() == {"keep": 0.5}
+    assert again.action("b").to_dict() == {"remove": True, "rank": 0.25}
 
 
 # --- helpers ------------------------------------------------------------------------

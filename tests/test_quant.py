@@ -14,7 +14,7 @@ from conftest import export, run_model
 from onnxamc.errors import PolicyError
 from onnxamc.graph import analyze, load_model
 from onnxamc.graph.size import bits_per_weight, weight_storage
-from onnxamc.passes import apply_policy
+from onnxamc.actions import apply_policy
 from onnxamc.passes.weight_sharing import cluster_weights
 from onnxamc.policy import LayerAction, Policy
 
@@ -211,10 +211,10 @@ def test_effective_bits_per_weight_and_real_size(conv_mlp, feeds):
     model = load_model(conv_mlp)
     layers = analyze(model).layer_names
     assert bits_per_weight(weight_storage(model)) == 32
-    int8 = apply_policy(model, Policy.uniform(layers, bits=8, granularity="per-tensor"),
-                        calibration(feeds))
-    int4 = apply_policy(model, Policy.uniform(layers, bits=4, granularity="per-tensor"),
-                        calibration(feeds))
+    int8 = apply_policy(model, Policy({n: LayerAction(bits=8, granularity="per-tensor")
+                                       for n in layers}), calibration(feeds))
+    int4 = apply_policy(model, Policy({n: LayerAction(bits=4, granularity="per-tensor")
+                                       for n in layers}), calibration(feeds))
     assert 8 <= bits_per_weight(weight_storage(int8)) < 8.1
     assert 4 <= bits_per_weight(weight_storage(int4)) < 4.1
     assert int4.ByteSize() < int8.ByteSize() < model.ByteSize()

@@ -8,7 +8,7 @@ from onnx import numpy_helper
 from onnxamc import api
 from onnxamc.data import load_data
 from onnxamc.graph import analyze, initializer_map, load_model
-from onnxamc.passes import apply_policy
+from onnxamc.actions import apply_policy
 from onnxamc.policy import LayerAction, Policy
 from onnxamc.recover import TrainConfig, to_torch, train, write_back
 
@@ -103,11 +103,12 @@ def test_fgsm_robustness_metric(tiny_cnn, tmp_path):
                                           for n in analyze(model).layer_names}))
     path = tmp_path / "d.onnx"
     onnx.save(damaged, str(path))
-    base, attacked = api.bench([tiny_cnn, path], "digits", runs=5, limit=400, fgsm_epsilon=0.1)
-    assert base.extra["robust_accuracy"] < base.accuracy  # the attack hurts the original
-    assert 0 <= attacked.extra["robust_accuracy"] <= 1
-    none, = api.bench([tiny_cnn], "digits", runs=5, limit=400, fgsm_epsilon=0.0)
-    assert none.extra["robust_accuracy"] == none.accuracy  # ε = 0 changes nothing
+    base, attacked = api.bench([tiny_cnn, path], "digits", runs=5, eval_samples=400,
+                               fgsm_epsilon=0.1)
+    assert base.extra["robust_quality"] < base.quality  # the attack hurts the original
+    assert 0 <= attacked.extra["robust_quality"] <= 1
+    none, = api.bench([tiny_cnn], "digits", runs=5, eval_samples=400, fgsm_epsilon=0.0)
+    assert none.extra["robust_quality"] == none.quality  # ε = 0 changes nothing
 
 
 def test_only_weights_train_clip_bounds_and_shapes_stay(tmp_path):

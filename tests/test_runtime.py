@@ -21,10 +21,22 @@ def test_interleaved_measurement_orders_by_cost():
     assert b.median_ms > 2 * a.median_ms
 
 
+def _native_threads() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/task"))
+
+
 def test_session_thread_count_and_timing(tiny_cnn):
+    """A session on one thread starts no intra-op worker threads; on four, three."""
     model = load_model(tiny_cnn)
+    before = _native_threads()
     session = make_session(model, threads=1)
-    assert session.get_session_options().intra_op_num_threads == 1
+    one = _native_threads() - before
+    four_threads = make_session(model, threads=4)
+    four = _native_threads() - before - one
+    assert one == 0 and four == 3, (one, four)
+    del four_threads
     feed = {"input": np.zeros((1, 1, 8, 8), np.float32)}
     (stats,) = time_sessions([session], feed, warmup=2, runs=20)
     assert stats.runs == 20 and stats.median_ms > 0

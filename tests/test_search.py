@@ -12,6 +12,7 @@ import pytest
 
 from onnxamc import api
 from onnxamc.errors import SearchError
+from onnxamc.metrics import Metrics
 from onnxamc.policy import Policy
 from onnxamc.search import AccuracyBound, LatencyBudget, make_objective
 
@@ -21,7 +22,7 @@ KILL_TRIALS = 40  # enough that the kill lands mid-run even when trials are fast
 
 def _search(tiny_cnn, tmp_path, trials, **kw):
     kw = {"data": "digits", "calibration": "digits", "eval_samples": 300,
-          "calibration_samples": 64, "latency_runs": 10, "verify_runs": 20,
+          "calibration_samples": 64, "runs": 10, "verify_runs": 20,
           "progress": False, **kw}
     return api.search(tiny_cnn, trials=trials, output=tmp_path / "out.onnx", **kw)
 
@@ -34,9 +35,9 @@ def test_ten_trial_search_finishes_and_writes_model_and_policy(tiny_cnn, tmp_pat
     policy = Policy.load(outcome.policy_path)
     assert policy.fingerprint == api.analyze(tiny_cnn).fingerprint
     trial = study.trials[0]
-    assert {"accuracy", "latency_ratio", "size_bytes", "macs"} <= set(trial.user_attrs["metrics"])
+    assert {"quality", "latency_ratio", "size_bytes", "macs"} <= set(trial.user_attrs["metrics"])
     # the written model is the best policy applied; it runs and meets the bound
-    assert outcome.compressed.accuracy >= outcome.original.accuracy - 0.02
+    assert outcome.compressed.quality_drop <= 0.02
     assert outcome.result.feasible
     assert json.loads(outcome.policy_path.read_text())["meta"]["trial"] == outcome.result.best.number
 
@@ -54,13 +55,14 @@ def test_identical_policy_is_not_evaluated_twice(tiny_cnn, tmp_path):
     calls = []
     from onnxamc.search import LayerSlot, SearchSpace, open_study, run_search
 
-    space = SearchSpace([LayerSlot("a", "Conv")], actions=["quant"])
+    space = SearchSpace([LayerSlot("a", "Conv", takes=frozenset({"quant"}))], actions=["quant"])
     objective = AccuracyBound(0.01)
     study = open_study(str(tmp_path / "s.journal"), "s", objective, "fp")
 
     def evaluate(policy):
         calls.append(policy.action("a").bits)
-        return {"accuracy": 0.9, "accuracy_drop": 0.0, "latency_ratio": 1.0 if policy.action("a").bits == 32 else 0.5}
+        return Metrics(quality=0.9, quality_drop=0.0,
+                       latency_ratio=1.0 if policy.action("a").bits == 32 else 0.5)
 
     run_search(study, space, objective, evaluate, n_trials=6, progress=False)
     assert len(study.trials) == 6 and sorted(calls) == [8, 32]  # only two distinct policies
@@ -68,7 +70,7 @@ def test_identical_policy_is_not_evaluated_twice(tiny_cnn, tmp_path):
 
 
 def test_objectives():
-    m = {"accuracy": 0.9, "accuracy_drop": 0.02, "latency_ratio": 0.5}
+    m = Metrics(quality=0.9, quality_drop=0.02, latency_ratio=0.5)
     assert LatencyBudget(0.6).constraint(m) < 0 and LatencyBudget(0.4).constraint(m) > 0
     assert AccuracyBound(0.01).constraint(m) > 0 and AccuracyBound(0.05).constraint(m) < 0
     assert make_objective() == AccuracyBound(0.01)
@@ -141,7 +143,7 @@ def test_trial_cut_off_by_a_kill_is_queued_again(tmp_path):
 
     def evaluate(policy):
         seen.append(policy.to_dict()["layers"])
-        return {"accuracy": 0.9, "accuracy_drop": 0.0, "latency_ratio": 1.0}
+        return Metrics(quality=0.9, quality_drop=0.0, latency_ratio=1.0)
 
     run_search(study, space, objective, evaluate, n_trials=3, progress=False, seeds=[])
     states = {t.number: t.state for t in study.trials}

@@ -18,7 +18,7 @@ ACTIONS = {"int8": {"bits": 8}, "int4": {"bits": 4},
 
 @pytest.fixture(scope="module")
 def table(tiny_cnn) -> SensitivityTable:
-    return api.sensitivity(tiny_cnn, "digits", "digits", ACTIONS, eval_samples=300,
+    return api.sensitivity(tiny_cnn, "digits", ACTIONS, calibration="digits", eval_samples=300,
                            calibration_samples=64)
 
 

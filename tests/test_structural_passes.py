@@ -15,7 +15,9 @@ from onnxamc.cli import main
 from onnxamc.errors import PolicyError
 from onnxamc.graph import analyze, load_model, node_names
 from onnxamc.graph.blocks import residual_blocks
-from onnxamc.passes import apply_policy, low_rank, remove_blocks
+from onnxamc.actions import apply_policy
+from onnxamc.passes.low_rank import low_rank
+from onnxamc.passes.remove_blocks import remove_blocks
 from onnxamc.policy import LayerAction, Policy
 from prune_zoo import ZOO, zoo_paths  # noqa: F401 (fixture)
 
@@ -130,7 +132,7 @@ def test_cli_keep_on_blocked_layer_is_one_line_error(models, tmp_path, capsys):
 
 def test_cli_apply_with_reconstruction(models, tmp_path, capsys):
     out = tmp_path / "rebuilt.onnx"
-    assert main(["apply", str(models["mobilenetv2"]), "--uniform", "keep=0.5", "--reconstruct",
+    assert main(["apply", str(models["mobilenetv2"]), "--uniform", "keep=0.5",
                  "--calibration", "random:32", "--channel-multiple", "4", "--importance", "l2",
                  "-o", str(out)]) == 0
     pruned, original = load_model(out), load_model(models["mobilenetv2"])

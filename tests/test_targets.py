@@ -69,13 +69,13 @@ def test_targets_command_lists_and_validates(tmp_path, capsys):
 
 def test_bench_on_cpu_ort_target(tiny_cnn):
     """onnxruntime CPU latency through the target, the threads shortcut still valid."""
-    by_target = api.bench([tiny_cnn], "digits", runs=20, limit=64, target="cpu-ort")[0]
-    by_threads = api.bench([tiny_cnn], "digits", threads=1, runs=20, limit=64)[0]
+    by_target = api.bench([tiny_cnn], "digits", runs=20, eval_samples=64, target="cpu-ort")[0]
+    by_threads = api.bench([tiny_cnn], "digits", threads=1, runs=20, eval_samples=64)[0]
     for m in (by_target, by_threads):
         assert m.latency.median_ms > 0 and m.latency.runs == 20
-        assert m.extra["target"] == "cpu-ort"
-        assert m.extra["energy"]["kind"] in ("measured", "estimated")
-    assert by_target.accuracy == by_threads.accuracy
+        assert m.target == "cpu-ort"
+        assert m.energy["kind"] in ("measured", "estimated")
+    assert by_target.quality == by_threads.quality
 
 
 def test_bench_cli_takes_target_path(tiny_cnn, tmp_path, capsys):
@@ -116,32 +116,35 @@ def test_unsupported_model_is_infeasible_not_a_crash(tiny_cnn):
     metrics = api.bench([ref, model], None, runs=3, target="cpu-tvm")
     assert metrics[0].latency is not None
     assert metrics[1].latency is None and math.isinf(metrics[1].latency_ratio)
-    assert "not supported on this runtime" in metrics[1].extra["latency_error"]
-    assert metrics[1].extra["supported"] is False
+    assert "not supported on this runtime" in metrics[1].latency_error
+    assert metrics[1].supported is False
 
 
 def test_search_objectives_score_unsupported_as_infeasible():
     from onnxamc.search.objective import make_objective
 
-    metrics = {"accuracy": 0.9, "accuracy_drop": 0.0, "latency_ratio": math.inf,
-               "supported": False}
+    from dataclasses import replace
+
+    from onnxamc.metrics import Metrics
+
+    metrics = Metrics(quality=0.9, quality_drop=0.0, latency_ratio=math.inf, supported=False)
     for objective in (make_objective(latency=0.8), make_objective(max_drop=0.01)):
         assert math.isinf(objective.constraint(metrics))
-    assert make_objective(max_drop=0.01).constraint({**metrics, "supported": True}) < 0
+    assert make_objective(max_drop=0.01).constraint(replace(metrics, supported=True)) < 0
 
 
 def test_search_measures_on_the_given_target(tiny_cnn, tmp_path):
     """A short search on cpu-tvm: every trial's latency comes from TVM builds; the study
     name says the target so that stores of two targets never mix."""
     pytest.importorskip("tvm")
-    outcome = api.search(tiny_cnn, "digits", "digits", trials=3, latency_runs=5,
+    outcome = api.search(tiny_cnn, "digits", calibration="digits", trials=3, runs=5,
                          verify_runs=5, output=tmp_path / "tiny-compressed.onnx",
                          progress=False, target="cpu-tvm", calibration_samples=32)
     assert outcome.study_name.endswith("-cpu-tvm")
     trials = [t for t in outcome.result.study.trials if t.state.name == "COMPLETE"]
     assert len(trials) == 3
     assert all(t.user_attrs["metrics"]["target"] == "cpu-tvm" for t in trials)
-    assert outcome.compressed.extra["target"] == "cpu-tvm"
+    assert outcome.compressed.target == "cpu-tvm"
 
 
 def test_ort_cpu_latency_on_the_reference_model(resnet20):
@@ -149,6 +152,6 @@ def test_ort_cpu_latency_on_the_reference_model(resnet20):
     bundled Fashion-MNIST subset."""
     if not resnet20.exists():
         pytest.skip("bundled resnet20.onnx is not in this checkout")
-    m = api.bench([resnet20], "fashion-mnist", runs=20, limit=200, target="cpu-ort")[0]
+    m = api.bench([resnet20], "fashion-mnist", runs=20, eval_samples=200, target="cpu-ort")[0]
     assert m.latency.runs == 20 and 0 < m.latency.median_ms < 1000
-    assert m.accuracy > 0.5 and m.extra["target"] == "cpu-ort"
+    assert m.quality > 0.5 and m.target == "cpu-ort"

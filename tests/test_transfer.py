@@ -4,9 +4,11 @@ import optuna
 import pytest
 
 from onnxamc import api
+from onnxamc.metrics import Metrics
 from onnxamc.policy import LayerAction, Policy
 from onnxamc.search import SearchSpace, Weighted, make_sampler, open_study, run_search
-from onnxamc.search import slots_from_layers
+from onnxamc.workflows.run import load_context
+from onnxamc.workflows.searching import search_slots
 from onnxamc.search.transfer import match_layers
 
 
@@ -36,7 +38,7 @@ def resnets(tmp_path_factory):
 
 def test_transfer_maps_layers_of_a_deeper_variant(resnets):
     r20, r32 = (api.analyze(p) for p in resnets)
-    source, target = slots_from_layers(r20.layers), slots_from_layers(r32.layers)
+    source, target = (search_slots(load_context(p)) for p in resnets)
     mapping = match_layers(source, target)
     assert set(mapping) == set(r32.layer_names)  # every layer has a counterpart
     by_name = {s.name: s for s in source}
@@ -74,6 +76,6 @@ def toy_evaluator_for(space):
     """A synthetic metric for any layer table (accuracy falls with sparsity)."""
     def evaluate(policy):
         loss = sum(policy.action(s.name).sparsity ** 2 for s in space.layers) / len(space.layers)
-        return {"accuracy": 0.9 - loss, "accuracy_drop": loss, "latency_ratio": 1.0,
-                "size_ratio": 1.0}
+        return Metrics(quality=0.9 - loss, quality_drop=loss, latency_ratio=1.0,
+                       size_ratio=1.0)
     return evaluate

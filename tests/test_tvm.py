@@ -95,8 +95,8 @@ def test_int8_qdq_model_builds_on_tvm(tiny_cnn):
     """The int8 QDQ models the quantization pass writes are importable by TVM."""
     from onnxamc import api
 
-    quantized = api.apply(tiny_cnn, api.uniform_policy(tiny_cnn, "bits=8"), "digits",
-                          calibration_samples=32)
+    quantized = api.apply(tiny_cnn, api.uniform_policy(tiny_cnn, "bits=8"),
+                          calibration="digits", calibration_samples=32)
     meter = TargetMeter(load_target("cpu-tvm"))
     feed = feed_for(1)
     got = meter.prepare(quantized, feed).outputs(feed)[0]
@@ -124,4 +124,11 @@ def test_cuda_tvm_compiles_without_a_gpu(tiny_cnn):
     from dataclasses import replace
 
     target = replace(load_target("cuda-tvm"), tvm_target={"kind": "cuda", "arch": "sm_80"})
-    assert build(onnx.load(tiny_cnn), target) is not None
+    executable = build(onnx.load(tiny_cnn), target)
+
+    def kinds(module) -> list[str]:
+        return [module.kind] + [k for m in module.imports for k in kinds(m)]
+
+    assert "cuda" in kinds(executable.mod.imports[0])  # kernels compiled for the GPU
+    cpu = build(onnx.load(tiny_cnn), load_target("cpu-tvm"))
+    assert "cuda" not in kinds(cpu.mod.imports[0])

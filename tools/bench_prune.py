@@ -27,11 +27,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxamc.data import load_data
-from onnxamc.evaluate import top1
 from onnxamc.graph import analyze, load_model
 from onnxamc.graph.groups import channel_groups
 from onnxamc.models import BUNDLED
 from onnxamc.passes.prune_channels import choose_channels, group_ratios, prune_channels
+from onnxamc.quality import Top1
 from onnxamc.runtime import make_session, run_batches, time_sessions
 
 TARGETS = (0.75, 0.5, 0.25)
@@ -73,6 +73,7 @@ def bench_small(name: str, path: str | None, runs: int, multiple: int, folder: P
     feeds = lambda: calibration.batches(64)
     reference_session = make_session(model)
     reference = run_batches(reference_session, evaluation.batches(256))
+    top1 = Top1().score
     labels = evaluation.labels if kind == "trained" else reference.argmax(1)
     analysis = channel_groups(model)
     layers = [layer for g in analysis.groups if g.prunable for layer in g.layers]

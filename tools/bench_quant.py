@@ -43,9 +43,9 @@ from bench_quant_guard import ort_quantize_dynamic, ort_quantize_static  # noqa:
 from onnxamc import api  # noqa: E402
 from onnxamc.evaluate import compare  # noqa: E402
 from onnxamc.graph import analyze  # noqa: E402
-from onnxamc.passes import apply_policy  # noqa: E402
+from onnxamc.actions import apply_policy  # noqa: E402
 from onnxamc.policy import LayerAction, Policy  # noqa: E402
-from onnxamc.quant_actions import action_kind  # noqa: E402
+from onnxamc.actions.quantize import form_of as action_kind  # noqa: E402
 
 
 def ort_default_int8(model: onnx.ModelProto, feeds: list[dict]) -> onnx.ModelProto:

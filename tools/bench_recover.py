@@ -22,29 +22,20 @@ import time
 
 import optuna
 
-from onnxamc import api
-from onnxamc.data import Dataset
+from onnxamc.actions import apply_policy
 from onnxamc.evaluate import compare
-from onnxamc.graph import analyze, load_model
 from onnxamc.models import bundled_model_path
-from onnxamc.passes import apply_policy, structural_fit
-from onnxamc.policy import LayerAction, Policy
+from onnxamc.policy import LayerAction, Policy, uniform_policy
 from onnxamc.recover import TrainConfig, train
 from onnxamc.recover.recovery_search import search_recovery
+from onnxamc.workflows.recovering import _split
+from onnxamc.workflows.run import Run
 
 RECOVERIES = ("fine-tune", "fine-tune + KD", "KD + QAT")
 KEEPS = (0.9, 0.75, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2)
 
 
-def uniform(model, keep: float, int8: bool) -> Policy:
-    fit = structural_fit(model)
-    ops = {l.name: l.op_type for l in analyze(model).layers}
-    return Policy({n: LayerAction(keep=keep if "keep" in fit[n] else 1.0,
-                                  bits=8 if int8 and ops[n] in ("Conv", "Gemm", "MatMul") else 32)
-                   for n in ops})
-
-
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["resnet20", "mobilenetv2"])
     ap.add_argument("--speedups", nargs="+", type=float, default=[2.0, 3.0])
@@ -61,77 +52,97 @@ def main() -> None:
     ap.add_argument("--keeps", nargs="+", type=float, default=list(KEEPS),
                     help="candidate keep ratios (one pins the policy; its latency is still "
                          "measured and reported)")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+class Bench:
+    """One reference model: its data, and the recoveries of one chosen policy."""
+
+    def __init__(self, name: str, args):
+        self.name, self.args = name, args
+        self.run = Run(bundled_model_path(name))
+        self.original = self.run.model
+        self.evaluation = self.run.load("fashion-mnist")
+        calib = self.run.load("fashion-mnist:calib")
+        self.feeds = lambda: calib.batches(32)
+        self.train_set, self.val = _split(self.run.load("fashion-mnist:train", args.train_limit))
+
+    def uniform(self, keep: float, int8: bool) -> Policy:
+        return uniform_policy(self.run.context, {"keep": keep, **({"bits": 8} if int8 else {})})
+
+    def choose(self, speedups):
+        """{speedup: (keep, int8)}: the most accurate candidate after reconstruction
+        within each latency goal (without reconstruction every pruned model is near
+        chance and the choice would be arbitrary)."""
+        candidates = [(k, q) for k in self.args.keeps for q in (False, True)]
+        models = [apply_policy(self.original, self.uniform(k, q), self.feeds, reconstruct=True)
+                  for k, q in candidates]
+        measured = compare([self.original] + models, self.evaluation, runs=self.args.runs)[1:]
+        chosen = {}
+        for speedup in speedups:
+            ratios = [m.latency_ratio for m in measured]
+            fits = [i for i, r in enumerate(ratios) if r <= 1.0 / speedup] or \
+                [min(range(len(ratios)), key=ratios.__getitem__)]
+            best = max(fits, key=lambda i: (measured[i].quality, -ratios[i]))
+            chosen[speedup] = candidates[best]
+        return chosen
+
+    def variants(self, keep: float, int8: bool) -> tuple[dict, dict]:
+        """{label: model} for every recovery of the policy, and the learning rates."""
+        policy = self.uniform(keep, int8)
+        bits = [n for n, a in policy.layers.items() if a.bits == 8]
+        variants = {"none": apply_policy(self.original, policy, self.feeds),
+                    "reconstruction": apply_policy(self.original, policy, self.feeds,
+                                                   reconstruct=True)}
+        weights = {layer.name: layer.weight for layer in self.run.context.info.layers}
+        configs = {"fine-tune": TrainConfig(epochs=self.args.epochs, distill_weight=0.0),
+                   "fine-tune + KD": TrainConfig(epochs=self.args.epochs, distill_weight=0.7),
+                   "KD + QAT": TrainConfig(epochs=self.args.epochs, distill_weight=0.7,
+                                           qat_bits={weights[n]: 8 for n in bits})}
+        lrs = {}
+        for label, config in configs.items():
+            if label in self.args.recoveries and (label != "KD + QAT" or bits):
+                variants[label], lrs[label] = self.train(label, config, policy.only("prune"),
+                                                         bits)
+        return variants, lrs
+
+    def train(self, label: str, config: TrainConfig, float_policy: Policy, bits: list[str]):
+        config.threads, config.progress = self.args.threads, False
+        start = time.time()
+        start_model = apply_policy(self.original, float_policy, self.feeds, reconstruct=True)
+        if self.args.lr == "auto":
+            chosen = search_recovery(start_model, self.original, self.train_set,
+                                     self.val.take(2000), config, steps=self.args.trial_steps,
+                                     storage=optuna.storages.InMemoryStorage(),
+                                     study_name=label)
+            config.lr = chosen.lr
+            print(f"{self.name} {label}: lr {chosen.lr:g} (held-out accuracy by lr after "
+                  f"{self.args.trial_steps} steps: {chosen.by_lr})", flush=True)
+        else:
+            config.lr = float(self.args.lr)
+        trained, report = train(start_model, self.train_set, config, self.val,
+                                teacher=self.original)
+        if bits:
+            trained = apply_policy(trained, Policy({n: LayerAction(bits=8) for n in bits}),
+                                   self.feeds)
+        print(f"{self.name} {label}: {report.steps} steps, {time.time() - start:.0f} s, best "
+              f"val {report.best_val_accuracy}, stopped: {report.stopped_because}", flush=True)
+        return trained, f"{config.lr:g}"
+
+
+def main() -> None:
+    args = parse_args()
     rows = []
     for name in args.models:
-        path = bundled_model_path(name)
-        original = load_model(path)
-        evaluation = api.data_for(original, "fashion-mnist")
-        calib = api.data_for(original, "fashion-mnist:calib")
-        feeds = lambda: calib.batches(32)  # noqa: E731
-        full = api.data_for(original, "fashion-mnist:train", args.train_limit)
-        cut = len(full) // 10
-        train_set = full.take(len(full) - cut)
-        val = Dataset({k: v[-cut:] for k, v in full.inputs.items()}, full.labels[-cut:])
-
-        candidates = [(k, q) for k in args.keeps for q in (False, True)]
-        # candidates are chosen by accuracy after reconstruction: without it every pruned
-        # model is near chance and the choice would be arbitrary
-        models = [apply_policy(original, uniform(original, k, q), feeds, reconstruct=True)
-                  for k, q in candidates]
-        measured = compare([original] + models, evaluation, args.threads, runs=args.runs)
-        ratios = [m.latency_ratio for m in measured[1:]]
-        for speedup in args.speedups:
-            goal = 1.0 / speedup
-            fits = [i for i, r in enumerate(ratios) if r <= goal] or [min(range(len(ratios)),
-                                                                            key=ratios.__getitem__)]
-            best = max(fits, key=lambda i: (measured[1 + i].accuracy, -ratios[i]))
-            keep, int8 = candidates[best]
-            policy = uniform(original, keep, int8)
-            float_policy = Policy({n: LayerAction(keep=a.keep) for n, a in policy.layers.items()})
-            bits = {n: 8 for n, a in policy.layers.items() if a.bits == 8}
-            lrs = {}
-            variants = {"none": apply_policy(original, policy, feeds),
-                        "reconstruction": apply_policy(original, policy, feeds, reconstruct=True)}
-            for label, config in {
-                "fine-tune": TrainConfig(epochs=args.epochs, distill_weight=0.0),
-                "fine-tune + KD": TrainConfig(epochs=args.epochs, distill_weight=0.7),
-                "KD + QAT": TrainConfig(epochs=args.epochs, distill_weight=0.7,
-                                        qat_bits={analyze(original).layer(n).weight: 8
-                                                  for n in bits}),
-            }.items():
-                if label not in args.recoveries or (label == "KD + QAT" and not bits):
-                    continue
-                config.threads, config.progress = args.threads, False
-                start = time.time()
-                start_model = apply_policy(original, float_policy, feeds, reconstruct=True)
-                if args.lr == "auto":
-                    chosen = search_recovery(
-                        start_model, original, train_set, val.take(2000), config,
-                        steps=args.trial_steps, storage=optuna.storages.InMemoryStorage(),
-                        study_name=label)
-                    config.lr = chosen.lr
-                    print(f"{name} x{speedup:g} {label}: lr {chosen.lr:g} (held-out accuracy "
-                          f"by lr after {args.trial_steps} steps: {chosen.by_lr})", flush=True)
-                else:
-                    config.lr = float(args.lr)
-                trained, report = train(start_model, train_set, config, val, teacher=original)
-                if bits:
-                    trained = apply_policy(trained, Policy({n: LayerAction(bits=8) for n in bits}),
-                                           feeds)
-                variants[label] = trained
-                lrs[label] = f"{config.lr:g}"
-                print(f"{name} x{speedup:g} {label}: {report.steps} steps, "
-                      f"{time.time() - start:.0f} s, best val {report.best_val_accuracy}, "
-                      f"stopped: {report.stopped_because}", flush=True)
-            results = compare([original] + list(variants.values()), evaluation, args.threads,
+        bench = Bench(name, args)
+        for speedup, (keep, int8) in bench.choose(args.speedups).items():
+            variants, lrs = bench.variants(keep, int8)
+            results = compare([bench.original] + list(variants.values()), bench.evaluation,
                               runs=args.runs)
             for label, m in zip(variants, results[1:]):
-                rows.append((name, speedup, f"keep {keep:g}" + (" + int8" if int8 else ""), label,
-                             results[0].accuracy, m.accuracy, m.latency_ratio,
+                rows.append((name, speedup, f"keep {keep:g}" + (" + int8" if int8 else ""),
+                             label, results[0].quality, m.quality, m.latency_ratio,
                              lrs.get(label, "-")))
-
     print("\n| model | target speedup | policy | recovery | lr | original acc | acc | "
           "latency ratio |")
     print("|---|---|---|---|---|---|---|---|")

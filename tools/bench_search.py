@@ -26,7 +26,6 @@ from pathlib import Path
 import optuna
 
 from onnxamc import api
-from onnxamc.search import ACTION_TABLE
 from onnxamc.search.pareto import hypervolume, pareto_indices
 
 HV_REFERENCE = (0.0, 1.0)  # (accuracy, latency ratio): only policies faster than the original count
@@ -37,12 +36,11 @@ def baselines(model: str, data: str, samples: int, runs: int) -> list[dict]:
     specs = [("original", None), ("ORT static int8 (all layers)", "bits=8"),
              ("uniform sparsity 0.5", "sparsity=0.5"),
              ("uniform sparsity 0.5 + int8", "sparsity=0.5,bits=8")]
-    if ACTION_TABLE["prune"].ready:  # keep² ≈ 0.5 of the MACs of a chain of convolutions
-        specs.append(("uniform channel pruning (~0.5 MACs)", "keep=0.71"))
+    specs.append(("uniform channel pruning (~0.5 MACs)", "keep=0.71"))  # keep² ≈ 0.5
     models = [api.load(model)] + [api.apply(model, api.uniform_policy(model, spec))
                                   for _, spec in specs[1:]]
-    metrics = api.bench(models, data, threads=1, runs=runs, limit=samples)
-    return [{"name": name, "accuracy": m.accuracy, "latency_ratio": m.latency_ratio,
+    metrics = api.bench(models, data, threads=1, runs=runs, eval_samples=samples)
+    return [{"name": name, "accuracy": m.quality, "latency_ratio": m.latency_ratio,
              "size_ratio": m.size_bytes / metrics[0].size_bytes} for (name, _), m in
             zip(specs, metrics)]
 
@@ -52,14 +50,14 @@ def run_agent(model: str, agent: str, args, out: Path) -> dict:
     outcome = api.search(model, "fashion-mnist", latency=args.search_budget, trials=args.trials,
                          agent=agent, storage=out / f"{Path(model).stem}-{agent}.journal",
                          study=agent, output=out / f"{Path(model).stem}-{agent}.onnx",
-                         eval_samples=args.eval_samples, latency_runs=args.latency_runs,
+                         eval_samples=args.eval_samples, runs=args.latency_runs,
                          verify_runs=args.latency_runs * 2, threads=1, seed=args.seed,
                          progress=False)
     wall = time.time() - start
     study = outcome.result.study
     trials = [t for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
               if "metrics" in t.user_attrs]
-    points = [(t.user_attrs["metrics"]["accuracy"], t.user_attrs["metrics"]["latency_ratio"])
+    points = [(t.user_attrs["metrics"]["quality"], t.user_attrs["metrics"]["latency_ratio"])
               for t in trials]
     row = {"agent": agent, "trials": len(trials), "points": points,
            "trials_per_min": outcome.result.trials_per_minute,
@@ -72,16 +70,16 @@ def run_agent(model: str, agent: str, args, out: Path) -> dict:
         row[f"best@{budget:g}"] = max(feasible) if feasible else None
     row["time_to_95"] = time_to_fraction(trials, args.search_budget, 0.95)
     if outcome.compressed is not None:
-        row["verified"] = {"accuracy": outcome.compressed.accuracy,
+        row["verified"] = {"accuracy": outcome.compressed.quality,
                            "latency_ratio": outcome.compressed.latency_ratio,
-                           "original_accuracy": outcome.original.accuracy}
+                           "original_accuracy": outcome.original.quality}
     return row
 
 
 def time_to_fraction(trials, budget: float, fraction: float) -> float | None:
     """Seconds from the study's first trial until the best feasible accuracy first
     reached `fraction` of its final value."""
-    feasible = [(t.datetime_complete, t.user_attrs["metrics"]["accuracy"]) for t in trials
+    feasible = [(t.datetime_complete, t.user_attrs["metrics"]["quality"]) for t in trials
                 if t.user_attrs["metrics"]["latency_ratio"] <= budget and t.datetime_complete]
     if not feasible or not trials:
         return None

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import onnx
 
 from onnxamc.graph.layers import find_layers, node_names
+from onnxamc.graph.shapes import known_shapes
+from onnxamc.graph.topology import Topology
 
 MAX_BRANCH_NODES = 200
 
@@ -30,17 +32,13 @@ class ResidualBlock:
 
 def residual_blocks(model: onnx.ModelProto) -> list[ResidualBlock]:
     """Every Add whose one input is computed only from the other (and constants)."""
-    nodes = list(model.graph.node)
+    topology = Topology(model)
+    nodes, producer = topology.nodes, topology.producer
     names = node_names(model)
-    producer = {out: i for i, node in enumerate(nodes) for out in node.output}
-    users: dict[str, list[int]] = {}
-    for i, node in enumerate(nodes):
-        for name in node.input:
-            users.setdefault(name, []).append(i)
     outputs = {o.name for o in model.graph.output}
     constants = {init.name for init in model.graph.initializer}
     layer_names = {layer.name for layer in find_layers(model)}
-    shapes = _shapes(model)
+    shapes = known_shapes(model)
     blocks = []
     for i, node in enumerate(nodes):
         if node.op_type != "Add" or len(node.input) != 2:
@@ -52,7 +50,7 @@ def residual_blocks(model: onnx.ModelProto) -> list[ResidualBlock]:
             if shapes.get(x) is None or shapes.get(x) != shapes.get(node.output[0]):
                 continue
             inside = set(branch) | {i}
-            if any(out in outputs or any(u not in inside for u in users.get(out, []))
+            if any(out in outputs or any(u not in inside for u in topology.user_nodes(out))
                    for b in branch for out in nodes[b].output):
                 continue  # a branch tensor is used outside the block
             layers = [names[b] for b in branch if names[b] in layer_names]
@@ -81,9 +79,3 @@ def _branch(start, stop, producer, nodes, constants) -> list[int] | None:
             return None
         stack.extend(nodes[p].input)
     return sorted(seen) if seen else None
-
-
-def _shapes(model: onnx.ModelProto) -> dict[str, tuple]:
-    from onnxamc.graph.layers import _known_shapes
-
-    return _known_shapes(model)

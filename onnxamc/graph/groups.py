@@ -1,4 +1,4 @@
-"""Channel groups and pruning plans: what `dependency.py` found, as data a pass can use.
+"""Channel groups and pruning plans: what the tracer found, as data a pass can use.
 
 A `ChannelGroup` is a set of layers whose output channels are tied (by residual adds,
 depthwise convolutions, attention heads...). Its channels are pruned together: keeping
@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from onnxamc.graph.dependency import Tracer
 from onnxamc.graph.layers import find_layers
+from onnxamc.graph.rules import rule_table
+from onnxamc.graph.tracer import Tracer
 
 
 @dataclass
@@ -28,6 +29,7 @@ class ChannelGroup:
     blocked_by: str | None  # why the group cannot be pruned, None when it can
     classes: np.ndarray = field(repr=False)  # one representative atom per channel
     mixed: bool = False  # some op computes statistics across these channels (LayerNorm...)
+    rule_failure: str | None = None  # a rule raised on these channels (a bug, not a limit)
 
     @property
     def prunable(self) -> bool:
@@ -37,7 +39,7 @@ class ChannelGroup:
         return {"index": self.index, "name": self.name, "layers": self.layers,
                 "consumers": self.consumers, "channels": self.channels,
                 "prunable": self.prunable, "blocked_by": self.blocked_by,
-                "normalised_across": self.mixed}
+                "rule_failure": self.rule_failure, "normalised_across": self.mixed}
 
 
 def kept_count(channels: int, keep: float, multiple: int = 8) -> int:
@@ -55,7 +57,7 @@ class ChannelAnalysis:
 
     def __init__(self, model: onnx.ModelProto):
         self.model = model
-        self.tracer = Tracer(model).run()
+        self.tracer = Tracer(model, rule_table()).run()
         uf = self.tracer.atoms
         n = len(uf.parent)
         self.roots = np.array([uf.find(a) for a in range(n)], dtype=np.int64)
@@ -69,10 +71,13 @@ class ChannelAnalysis:
         uf = self.tracer.atoms
         order: dict[int, dict] = {}
         for a in range(len(self.roots)):
-            g = order.setdefault(int(self.group_key[a]), {"classes": {}, "blocked": None})
+            g = order.setdefault(int(self.group_key[a]),
+                                 {"classes": {}, "blocked": None, "failure": None})
             g["classes"].setdefault(int(self.roots[a]), None)
             if g["blocked"] is None and a in uf.blocked:
                 g["blocked"] = uf.blocked[a]
+            if g["failure"] is None and a in uf.failures:
+                g["failure"] = uf.failures[a]
         layers: dict[int, list[str]] = {}
         for layer, atoms in self.tracer.layer_sources.items():
             if len(atoms):
@@ -92,13 +97,24 @@ class ChannelAnalysis:
             self._index_of_key[key] = len(groups)
             groups.append(ChannelGroup(len(groups), names[0] if names else "(fixed channels)",
                                        names, consumers.get(key, []), len(g["classes"]),
-                                       g["blocked"], np.array(list(g["classes"]), np.int64),
-                                       key in mixed))
+                                       g["failure"] or g["blocked"],
+                                       np.array(list(g["classes"]), np.int64), key in mixed,
+                                       g["failure"]))
         return groups
 
     def group_of(self, layer: str) -> ChannelGroup | None:
+        """The group of a layer's output channels (None when they pass on another axis)."""
         key = self.layer_group.get(layer)
         return None if key is None else self.groups[self._index_of_key[int(key)]]
+
+    def group_index(self, atom: int) -> int | None:
+        """Index of the group holding `atom`; None for atoms no layer reads or writes."""
+        return self._index_of_key.get(int(self.group_key[atom]))
+
+    @property
+    def rule_failures(self) -> list[str]:
+        """One line per rule that raised while tracing (each also blocks its group)."""
+        return list(self.tracer.failures)
 
     def plan(self, kept_classes: np.ndarray) -> "PruningPlan":
         alive = np.zeros(len(self.roots) + 1, dtype=bool)
@@ -156,6 +172,16 @@ class PruningPlan:
             sizes = [self.kept(p) for p in edit.parts]
             if sizes != [len(p) for p in edit.parts]:
                 self.values[(edit.node, 1)] = np.array(sizes, dtype=np.int64)
+        elif edit.kind == "gather":
+            indices = t.const(node.input[1])
+            flat = indices.ravel().astype(np.int64) % len(edit.atoms)
+            kept_in = self.alive[edit.atoms]
+            position = np.cumsum(kept_in) - 1  # index of each kept input channel after pruning
+            shape = list(indices.shape)
+            shape[edit.entry] = int(kept_in[flat].sum())
+            new = position[flat[kept_in[flat]]].astype(indices.dtype).reshape(shape)
+            if new.shape != indices.shape or (new != indices).any():
+                self.values[(edit.node, 1)] = new
         elif edit.kind == "slice":
             before = self.kept(edit.atoms[:edit.start])
             inside = self.kept(edit.atoms[edit.start:edit.stop])
@@ -183,7 +209,7 @@ class PruningPlan:
             name = t.nodes[key[0]].input[key[1]] if key[1] < len(t.nodes[key[0]].input) else ""
             old = t.const(name) if name else None
             if old is None or old.shape != value.shape or (old != value).any():
-                edited[key] = ("value", tuple(value.tolist()))
+                edited[key] = ("value", value.shape, str(value.dtype), tuple(value.ravel().tolist()))
         names = {key: new_input_name(t, key) for key in edited}
         changes: dict[str, dict] = {}
         for key, sig in edited.items():
@@ -201,44 +227,39 @@ class PruningPlan:
         if not sig:
             return old_shape
         if sig[0] == "value":
-            return (len(sig[1]),)
+            return tuple(sig[1])
         shape = list(old_shape)
         for ax, mask in self.masks[key].items():
             shape[ax] = int(mask.sum())
         return tuple(shape)
 
     def predict(self) -> tuple[int, int]:
-        """(MACs, params) the pruned model will have, by the layer table's cost model."""
+        """(MACs, params) the pruned model will have: MACs by the cost model (graph.cost)
+        at the channels this plan keeps, params from the edited tensors' sizes."""
+        from onnxamc.graph.cost import CostModel
+
         model = self.analysis.model
         sizes = {init.name: int(np.prod(init.dims)) for init in model.graph.initializer}
         shapes = {init.name: tuple(int(d) for d in init.dims) for init in model.graph.initializer}
-        weight_size: dict[tuple[int, int], int] = {}
-        tensor_size: dict[str, int] = {}  # tensors edited in place
         for name, uses in self.tensor_changes().items():
-            sigs = set(uses.values())
             old = shapes.get(name)
-            if name in sizes:
-                del sizes[name]
-            for sig in sigs:
-                key = next(k for k, s in uses.items() if s == sig)
+            sizes.pop(name, None)
+            for sig in set(uses.values()):
                 if old is None and not sig:
                     continue
-                shape = self.new_shape(key, sig, old)
-                size = int(np.prod(shape))
-                sizes[f"{name}|{sig!r}"] = size
-                for k, s in uses.items():
-                    if s == sig:
-                        weight_size[k] = size
-                if len(sigs) == 1 and sig:
-                    tensor_size[name] = size
-        names = self.analysis.tracer.names
-        index = {n: i for i, n in enumerate(names)}
-        macs = 0
+                key = next(k for k, s in uses.items() if s == sig)
+                sizes[f"{name}|{sig!r}"] = int(np.prod(self.new_shape(key, sig, old)))
+        tracer = self.analysis.tracer
+        out = {name: self.alive[atoms].mean() for name, atoms in tracer.layer_sources.items()
+               if len(atoms)}
+        read = {}
         for layer in find_layers(model):
-            old = int(np.prod(shapes[layer.weight]))
-            new = weight_size.get((index[layer.name], 1), tensor_size.get(layer.weight, old))
-            macs += layer.macs // old * new if old else 0
-        return macs, sum(sizes.values())
+            atoms = [a for a in tracer.consumers.get(layer.name, ())]
+            if atoms and not layer.depthwise:  # a depthwise conv's inputs are its outputs
+                joined = np.concatenate(atoms)
+                read[layer.name] = self.alive[joined].mean()
+        cost = CostModel.of(find_layers(model), self.analysis)
+        return int(round(cost.macs_of(out, read))), sum(sizes.values())
 
 
 def channel_groups(model: onnx.ModelProto) -> ChannelAnalysis:

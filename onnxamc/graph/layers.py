@@ -14,6 +14,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxamc.graph.model import initializer_map
+from onnxamc.graph.shapes import known_shapes
+from onnxamc.graph.topology import Topology
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Quantized forms of the layer ops (dynamic int8, MatMulNBits): still layers for the cost
@@ -76,8 +78,8 @@ def node_names(model: onnx.ModelProto) -> list[str]:
 def find_layers(model: onnx.ModelProto) -> list[Layer]:
     """All compressible layers, in graph order, with their features."""
     inits = initializer_map(model)
-    shapes = _known_shapes(model)
-    producers = {out: node for node in model.graph.node for out in node.output}
+    shapes = known_shapes(model)
+    producers = Topology(model)
     layers: list[Layer] = []
     for name, node in zip(node_names(model), model.graph.node):
         if (node.op_type not in LAYER_OPS and node.op_type not in QUANTIZED_LAYER_OPS) \
@@ -115,11 +117,11 @@ def weight_entropy(init: onnx.TensorProto, bins: int = 256) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def _constant_source(name: str, inits: dict, producers: dict) -> str | None:
+def _constant_source(name: str, inits: dict, topology: Topology) -> str | None:
     """The initializer behind a tensor, looking through DequantizeLinear / Cast / Transpose."""
     seen = 0
     while name not in inits:
-        node = producers.get(name)
+        node = topology.producer_node(name)
         if node is None or node.op_type not in ("DequantizeLinear", "Cast", "Transpose",
                                                  "Identity", "Gather") or seen > 4:
             return None
@@ -172,13 +174,3 @@ def _prod(values) -> int:
     for v in values:
         out *= int(v)
     return out
-
-
-def _known_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
-    shapes = {}
-    for value in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
-        t = value.type.tensor_type
-        if t.HasField("shape"):
-            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None
-                                       for d in t.shape.dim)
-    return shapes

@@ -42,12 +42,25 @@ def load_model(source: str | Path | onnx.ModelProto, infer_shapes: bool = True) 
         if not model.graph.node:
             raise ModelError(f"{path} is not an ONNX model (no graph nodes found)")
     try:
-        onnx.checker.check_model(model if model.ByteSize() < PROTOBUF_LIMIT else _skeleton(model))
+        onnx.checker.check_model(model if model.ByteSize() < PROTOBUF_LIMIT else without_weights(model))
     except Exception as exc:
         raise ModelError(f"invalid ONNX model: {_first_line(exc)}") from None
     if infer_shapes:
         model = infer(model)
     return model
+
+
+def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The one way passes copy a model: a deep copy whose nodes all carry the names the
+    layer table uses (their own, else op type + position), so a pass, onnxruntime's
+    quantizers and the policy all find a layer by the same name."""
+    from onnxamc.graph.layers import node_names
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for name, node in zip(node_names(out), out.graph.node):
+        node.name = name
+    return out
 
 
 def infer(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -59,14 +72,17 @@ def infer(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def save_model(model: onnx.ModelProto, path: str | Path) -> Path:
-    """Save, putting weights in an external file only when protobuf cannot hold them."""
+    """Save atomically, putting weights in an external file only when protobuf cannot
+    hold them."""
+    from onnxamc.files import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if model.ByteSize() >= PROTOBUF_LIMIT:
-        onnx.save(model, str(path), save_as_external_data=True,
-                  location=path.name + ".data", size_threshold=1024)
-    else:
-        onnx.save(model, str(path))
+    with atomic_path(path) as tmp:
+        if model.ByteSize() >= PROTOBUF_LIMIT:
+            onnx.save(model, str(tmp), save_as_external_data=True,
+                      location=path.name + ".data", size_threshold=1024)
+        else:
+            onnx.save(model, str(tmp))
     return path
 
 
@@ -121,7 +137,7 @@ def fingerprint(model: onnx.ModelProto) -> str:
     return digest.hexdigest()[:16]
 
 
-def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy without weight data, for checking models too large for protobuf."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)

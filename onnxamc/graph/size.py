@@ -17,6 +17,7 @@ from onnx import helper
 
 from onnxamc.graph.layers import find_layers, node_names
 from onnxamc.graph.model import initializer_map
+from onnxamc.graph.topology import Topology
 
 # Ops through which a weight is reconstructed from stored constants.
 STORAGE_OPS = ("DequantizeLinear", "Cast", "Gather", "Concat", "Reshape", "Transpose",
@@ -50,7 +51,7 @@ def tensor_bytes(tensor: onnx.TensorProto) -> int:
 def weight_storage(model: onnx.ModelProto) -> list[LayerStorage]:
     """Storage of every layer's weight, in layer-table order."""
     inits = initializer_map(model)
-    producers = {out: node for node in model.graph.node for out in node.output}
+    producers = Topology(model)
     nodes = dict(zip(node_names(model), model.graph.node))
     out = []
     for layer in find_layers(model):
@@ -78,13 +79,13 @@ def layer_bits_per_weight(model: onnx.ModelProto, layer: str) -> float:
     return bits_per_weight(parts)
 
 
-def _collect(name: str, inits: dict, producers: dict, found: set[str], depth: int = 0) -> None:
+def _collect(name: str, inits: dict, producers: Topology, found: set[str], depth: int = 0) -> None:
     if not name or depth > 12:
         return
     if name in inits:
         found.add(name)
         return
-    node = producers.get(name)
+    node = producers.producer_node(name)
     if node is None or node.op_type not in STORAGE_OPS:
         return
     for source in node.input:

@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxamc.passes.graph_edit import (ensure_opset, input_axis, int_tensor, named_copy,
+from onnxamc.graph.model import copy_model
+from onnxamc.passes.graph_edit import (ensure_opset, input_axis, int_tensor,
                                        nodes_by_name, output_axis, replace_weight, unique,
                                        weight_of)
 
@@ -51,7 +52,7 @@ def quantize_blockwise(model: onnx.ModelProto, layers: dict[str, tuple[int, int]
     """`layers`: {layer name: (bits, block_size)}."""
     if not layers:
         return model
-    out = ensure_opset(named_copy(model))
+    out = ensure_opset(copy_model(model))
     nodes = nodes_by_name(out)
     for name, (bits, block) in layers.items():
         node = nodes[name]
@@ -65,9 +66,3 @@ def quantize_blockwise(model: onnx.ModelProto, layers: dict[str, tuple[int, int]
         replace_weight(out, node, [int_tensor(q_name, q, bits, True),
                                    numpy_helper.from_array(scale, s_name)], [dq], w_name)
     return out
-
-
-def dequantize_blockwise(q: np.ndarray, scale: np.ndarray, block: int, axis: int) -> np.ndarray:
-    """The float weight a blocked DequantizeLinear produces (for tests and reference)."""
-    return q.astype(np.float32) * np.repeat(scale, block, axis=axis).take(
-        range(q.shape[axis]), axis=axis)

@@ -15,7 +15,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxamc.errors import PolicyError
-from onnxamc.passes.graph_edit import (_attr, drop_unused_initializer, named_copy,
+from onnxamc.graph.model import copy_model
+from onnxamc.passes.graph_edit import (_attr, drop_unused_initializer,
                                        nodes_by_name, output_axis, unique, weight_of)
 from onnxamc.passes.quantize import WeightSpec
 
@@ -35,7 +36,7 @@ def split_channels(model: onnx.ModelProto, layers: dict[str, float]
                    ) -> tuple[onnx.ModelProto, dict[str, WeightSpec]]:
     """Split each layer (`{name: share of channels at 4 bits}`) into its 8- and 4-bit
     parts; returns the model and the static quantization spec of the parts."""
-    out = named_copy(model)
+    out = copy_model(model)
     nodes = nodes_by_name(out)
     specs: dict[str, WeightSpec] = {}
     for name, ratio in layers.items():

@@ -16,8 +16,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxamc.graph import initializer_map
-from onnxamc.passes.graph_edit import (drop_unused_initializer, fix_ir_version, named_copy,
-                                       nodes_by_name, restore_names, unique)
+from onnxamc.graph.model import copy_model
+from onnxamc.passes.graph_edit import (drop_unused_initializer, fix_ir_version, nodes_by_name,
+                                       restore_names, unique)
 from onnxamc.passes.quantize import _quiet_root_logger
 
 MS_DOMAIN = "com.microsoft"
@@ -25,11 +26,11 @@ DEFAULT_BLOCK = 32
 
 
 def embedding_gathers(model: onnx.ModelProto) -> list[str]:
-    """Gather nodes (named as named_copy names them) that read rows (axis 0) of a
+    """Gather nodes (named as copy_model names them) that read rows (axis 0) of a
     constant float matrix with at least one block of columns."""
     inits = initializer_map(model)
     out = []
-    for node in named_copy(model).graph.node:
+    for node in copy_model(model).graph.node:
         table = inits.get(node.input[0]) if node.op_type == "Gather" else None
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
         if table is not None and table.data_type == onnx.TensorProto.FLOAT and \
@@ -44,7 +45,7 @@ def quantize_embeddings(model: onnx.ModelProto, bits: dict[str, int],
     (one scale per `block_size` columns of a row) behind a GatherBlockQuantized."""
     if not bits:
         return model
-    out = named_copy(model)
+    out = copy_model(model)
     for name in [n for n, b in bits.items() if b == 8]:
         _gather_int8(out, nodes_by_name(out)[name], block_size)
     four = [n for n, b in bits.items() if b == 4]

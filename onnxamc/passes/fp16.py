@@ -8,13 +8,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxamc.passes.graph_edit import named_copy, nodes_by_name, replace_weight, unique, weight_of
+from onnxamc.graph.model import copy_model
+from onnxamc.passes.graph_edit import nodes_by_name, replace_weight, unique, weight_of
 
 
 def weights_to_fp16(model: onnx.ModelProto, layers: list[str]) -> onnx.ModelProto:
     if not layers:
         return model
-    out = named_copy(model)
+    out = copy_model(model)
     nodes = nodes_by_name(out)
     for name in layers:
         node = nodes[name]

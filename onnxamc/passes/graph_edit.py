@@ -7,20 +7,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxamc.graph import initializer_map, node_names
+from onnxamc.graph import initializer_map
 
 # IR version onnxruntime 1.31 accepts with opset 21 (onnx 1.23 would write a newer one).
 IR_VERSION = 10
 BLOCKED_DQ_OPSET = 21  # blocked DequantizeLinear, int4/uint4 types
-
-
-def named_copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose nodes all carry the names the layer table uses."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for name, node in zip(node_names(out), out.graph.node):
-        node.name = name
-    return out
 
 
 def nodes_by_name(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:

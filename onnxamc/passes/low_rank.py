@@ -15,6 +15,7 @@ from onnx import helper, numpy_helper
 from onnxamc.errors import PolicyError
 from onnxamc.graph import find_layers, initializer_map, node_names
 from onnxamc.passes.graph_edit import drop_unused_initializers
+from onnxamc.graph.model import copy_model
 
 
 def rank_for(full: int, ratio: float) -> int:
@@ -27,8 +28,7 @@ def low_rank(model: onnx.ModelProto, ranks: dict[str, float]) -> onnx.ModelProto
     ranks = {name: r for name, r in ranks.items() if r < 1.0}
     if not ranks:
         return model
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = copy_model(model)
     layers = {layer.name: layer for layer in find_layers(out)}
     inits = initializer_map(out)
     index = {name: i for i, name in enumerate(node_names(out))}

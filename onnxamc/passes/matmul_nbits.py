@@ -11,7 +11,8 @@ from collections import defaultdict
 
 import onnx
 
-from onnxamc.passes.graph_edit import (fix_ir_version, gemm_to_matmul, named_copy, nodes_by_name,
+from onnxamc.graph.model import copy_model
+from onnxamc.passes.graph_edit import (fix_ir_version, gemm_to_matmul, nodes_by_name,
                                        restore_names)
 from onnxamc.passes.quantize import _quiet_root_logger
 
@@ -23,7 +24,7 @@ def quantize_matmul_nbits(model: onnx.ModelProto,
 
     if not layers:
         return model
-    out = named_copy(model)
+    out = copy_model(model)
     nodes = nodes_by_name(out)
     for name in layers:
         if nodes[name].op_type == "Gemm":

@@ -16,9 +16,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxamc.errors import PolicyError
+from onnxamc.errors import PassError, PolicyError, first_line
 from onnxamc.graph.groups import ChannelAnalysis, PruningPlan, channel_groups, kept_count
 from onnxamc.graph.model import constant_array, infer, initializer_map
+from onnxamc.graph.model import copy_model
 
 CRITERIA = ("l1", "l2")
 DEFAULT_MULTIPLE = 8
@@ -82,7 +83,7 @@ def channel_importance(model: onnx.ModelProto, analysis: ChannelAnalysis,
     for slot in analysis.tracer.params:
         if not slot.importance:
             continue
-        w = np.moveaxis(numpy_helper.to_array(inits[slot.tensor]), slot.axis, 0)
+        w = np.moveaxis(constant_array(model, slot.tensor, inits), slot.axis, 0)
         w = w.reshape(len(slot.atoms), -1)
         norms = np.abs(w).sum(axis=1, dtype=np.float64) if criterion == "l1" else \
             np.sqrt(np.square(w).sum(axis=1, dtype=np.float64))
@@ -119,8 +120,7 @@ def _never_empty(analysis: ChannelAnalysis, kept: np.ndarray, score: np.ndarray,
     for atoms in parts:
         roots = analysis.roots[atoms]
         if len(roots) and not alive.intersection(roots.tolist()):
-            group = analysis.group_key[atoms[0]]
-            if analysis._index_of_key.get(int(group)) not in pruned:
+            if analysis.group_index(atoms[0]) not in pruned:
                 continue
             best = int(roots[np.argmax(score[roots])])
             alive.add(best)
@@ -130,8 +130,7 @@ def _never_empty(analysis: ChannelAnalysis, kept: np.ndarray, score: np.ndarray,
 
 def apply_plan(model: onnx.ModelProto, plan: PruningPlan) -> onnx.ModelProto:
     """A copy of `model` with the plan's edits; node names and graph I/O unchanged."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = copy_model(model)
     graph = out.graph
     inits = initializer_map(out)
     names = plan.analysis.tracer.names
@@ -143,7 +142,7 @@ def apply_plan(model: onnx.ModelProto, plan: PruningPlan) -> onnx.ModelProto:
             else constant_array(out, tensor, inits)
         for sig in sigs - {()}:
             key = next(k for k, s in uses.items() if s == sig)
-            value = _new_value(plan, key, sig, old)
+            value = _edited(plan, key, sig, old, tensor)
             name = tensor if in_place else _fresh_name(f"{tensor}.{names[key[0]]}", inits)
             init = numpy_helper.from_array(value, name)
             if in_place:
@@ -183,9 +182,25 @@ def _match_initializer_inputs(graph, inits) -> None:
                     dim.dim_value = size
 
 
+def _edited(plan: PruningPlan, key, sig, old: np.ndarray | None, tensor: str) -> np.ndarray:
+    """The new value of one use of `tensor`; a one-line PassError naming the node, its op
+    and the rule that asked for the edit if it cannot be made."""
+    try:
+        if old is None and sig[0] != "value":
+            raise ValueError("it is not a constant")
+        return _new_value(plan, key, sig, old)
+    except Exception as exc:
+        t = plan.analysis.tracer
+        rules = sorted({s.rule for s in t.params if (s.node, s.input_index) == key} - {""})
+        node = t.nodes[key[0]]
+        raise PassError(f"prune_channels: cannot edit {tensor!r} of {node.op_type} node "
+                        f"{t.names[key[0]]!r} (rule {', '.join(rules) or 'shape edit'}): "
+                        f"{type(exc).__name__}: {first_line(exc)}") from None
+
+
 def _new_value(plan: PruningPlan, key, sig, old: np.ndarray | None) -> np.ndarray:
     if sig[0] == "value":
-        return np.asarray(plan.values[key], dtype=np.int64)
+        return np.asarray(plan.values[key])
     value = old
     for axis, mask in plan.masks[key].items():
         value = np.compress(mask, value, axis=axis)

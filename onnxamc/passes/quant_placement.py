@@ -65,7 +65,7 @@ class Placement:
 def place(model: onnx.ModelProto, layers: set[str], runtime: str = "onnxruntime",
           min_macs_per_border_element: float | None = None) -> Placement:
     """The regions around `layers` (static int8 candidates) for `runtime`; each says
-    whether it pays. `model`'s nodes carry the layer table's names (named_copy)."""
+    whether it pays. `model`'s nodes carry the layer table's names (copy_model)."""
     threshold = MIN_MACS_PER_BORDER_ELEMENT[runtime] if min_macs_per_border_element is None \
         else min_macs_per_border_element
     model = model if _has_types(model) else infer(model)

@@ -26,7 +26,8 @@ import numpy as np
 import onnx
 
 from onnxamc.graph import initializer_map
-from onnxamc.passes.graph_edit import (fix_ir_version, gemm_to_matmul, named_copy, nodes_by_name,
+from onnxamc.graph.model import copy_model
+from onnxamc.passes.graph_edit import (fix_ir_version, gemm_to_matmul, nodes_by_name,
                                        output_axis, restore_names, unique)
 from onnxamc.passes.quant_placement import Placement, place
 
@@ -73,7 +74,7 @@ def static_placement(model: onnx.ModelProto, specs: dict[str, WeightSpec],
     """The int8 regions the static pass would quantize (int4 layers are not placed:
     no runtime fuses them; they are quantized alone, for size)."""
     int8 = {n for n, s in specs.items() if s.bits == 8}
-    return place(direct_constants(named_copy(model)), int8, runtime, min_macs_per_border_element)
+    return place(direct_constants(copy_model(model)), int8, runtime, min_macs_per_border_element)
 
 
 def quantize_static_layers(model: onnx.ModelProto, specs: dict[str, WeightSpec],
@@ -88,7 +89,7 @@ def quantize_static_layers(model: onnx.ModelProto, specs: dict[str, WeightSpec],
 
     if not specs:
         return model
-    named = direct_constants(named_copy(model))
+    named = direct_constants(copy_model(model))
     placement = place(named, {n for n, s in specs.items() if s.bits == 8}, runtime,
                       min_macs_per_border_element)
     to_quantize = placement.nodes_to_quantize + [n for n, s in specs.items() if s.bits != 8]
@@ -212,7 +213,7 @@ def quantize_dynamic_layers(model: onnx.ModelProto, per_channel: dict[str, bool]
     """Dynamic int8 (weights int8, activations quantized at run time) for the named layers."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    out_model = named_copy(model)
+    out_model = copy_model(model)
     nodes = nodes_by_name(out_model)
     for name in per_channel:  # onnxruntime would rename it: keep the layer's name
         if nodes[name].op_type == "Gemm":

@@ -15,7 +15,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxamc.graph.groups import PruningPlan
-from onnxamc.graph.model import initializer_map
+from onnxamc.graph.model import copy_model, initializer_map
 from onnxamc.runtime import fetch_activations
 
 MAX_ROWS = 4096
@@ -29,8 +29,7 @@ def reconstruct(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: Prunin
     targets = _refittable(pruned, plan)
     if not targets:
         return pruned
-    out = onnx.ModelProto()
-    out.CopyFrom(pruned)
+    out = copy_model(pruned)
     inits = initializer_map(out)
     rng = np.random.default_rng(seed)
     for i, out_mask in targets:  # in graph order, each on the inputs refitted so far

@@ -14,13 +14,17 @@ from onnxamc.graph.blocks import residual_blocks
 from onnxamc.graph.layers import node_names
 from onnxamc.graph.model import infer
 from onnxamc.passes.graph_edit import drop_unused_initializers
+from onnxamc.graph.model import copy_model
 
 
-def remove_blocks(model: onnx.ModelProto, layers: list[str]) -> onnx.ModelProto:
-    """Remove, for each named layer, the smallest residual block that contains it."""
+def remove_blocks(model: onnx.ModelProto, layers: list[str],
+                  blocks: list | None = None) -> onnx.ModelProto:
+    """Remove, for each named layer, the smallest residual block that contains it
+    (`blocks`: the model's residual blocks when already known)."""
     out = model
     for layer in layers:
-        blocks = [b for b in residual_blocks(out) if layer in b.layers]
+        found = blocks if out is model and blocks is not None else residual_blocks(out)
+        blocks = [b for b in found if layer in b.layers]
         if not blocks:
             if out is not model and layer not in _names(out):
                 continue  # already gone with a block removed before
@@ -31,8 +35,7 @@ def remove_blocks(model: onnx.ModelProto, layers: list[str]) -> onnx.ModelProto:
 
 
 def _remove(model: onnx.ModelProto, block) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = copy_model(model)
     add = out.graph.node[block.add]
     identity = helper.make_node("Identity", [block.identity], list(add.output), add.name)
     dropped = set(block.branch)

@@ -12,6 +12,7 @@ from onnx import numpy_helper
 
 from onnxamc.errors import PolicyError
 from onnxamc.graph import Layer, initializer_map
+from onnxamc.graph.model import copy_model
 
 
 def magnitude_sparsity(model: onnx.ModelProto, layers: list[Layer],
@@ -19,8 +20,7 @@ def magnitude_sparsity(model: onnx.ModelProto, layers: list[Layer],
     """Return a copy of `model` with each named layer's weight pruned to its sparsity."""
     if not sparsities:
         return model
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = copy_model(model)
     inits = initializer_map(out)
     by_name = {layer.name: layer for layer in layers}
     for name, sparsity in sparsities.items():

@@ -9,7 +9,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxamc.passes.graph_edit import (ensure_opset, int_tensor, named_copy, nodes_by_name,
+from onnxamc.graph.model import copy_model
+from onnxamc.passes.graph_edit import (ensure_opset, int_tensor, nodes_by_name,
                                        replace_weight, unique, weight_of)
 
 KMEANS_ITERATIONS = 30
@@ -44,7 +45,7 @@ def share_weights(model: onnx.ModelProto, layers: dict[str, int]) -> onnx.ModelP
     """`layers`: {layer name: bits}; each weight becomes codebook + indices."""
     if not layers:
         return model
-    out = named_copy(model)
+    out = copy_model(model)
     if any(bits <= 4 for bits in layers.values()):
         out = ensure_opset(out)  # uint4 needs opset 21
     nodes = nodes_by_name(out)

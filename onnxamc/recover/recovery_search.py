@@ -77,7 +77,6 @@ def search_recovery(student: onnx.ModelProto, teacher: onnx.ModelProto, train_se
     layers = [l for l in distill_layers if l in tensors] if distill_trials else []
     lrs = sorted(set(lrs))
     name = f"{study_name}-{_digest(student, layers, lrs, steps)}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the caller reports the outcome
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(lrs)),
@@ -126,9 +125,9 @@ def _one_standard_error_choice(study: optuna.Study, n_val: int) -> optuna.trial.
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple]:
     """Tensor shapes after shape inference (compressed graphs carry none of their own)."""
-    from onnxamc.graph.layers import _known_shapes
+    from onnxamc.graph.shapes import known_shapes
 
-    return _known_shapes(onnx.shape_inference.infer_shapes(model))
+    return known_shapes(onnx.shape_inference.infer_shapes(model))
 
 
 def _digest(student: onnx.ModelProto, layers: list[str], lrs: list[float], steps: int) -> str:

@@ -31,14 +31,10 @@ def make_session(model: onnx.ModelProto | bytes | str, threads: int = DEFAULT_TH
                                 provider_options=provider_options)
 
 
-def run_batches(session, batches: Iterable[dict[str, np.ndarray]]) -> np.ndarray:
-    """The first output over all batches, concatenated along the batch axis."""
-    outputs = [session.run(None, feed)[0] for feed in batches]
-    return np.concatenate(outputs, axis=0)
-
-
-def run_all_outputs(session, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-    return session.run(None, feed)
+def run_batches(session, batches: Iterable[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """Every output over all batches, each concatenated along the batch axis."""
+    per_batch = [session.run(None, feed) for feed in batches]
+    return [np.concatenate([b[k] for b in per_batch], axis=0) for k in range(len(per_batch[0]))]
 
 
 def time_sessions(sessions: list, feed: dict[str, np.ndarray], warmup: int = 10,

@@ -12,8 +12,10 @@ model directly through trial constraints (`Trial.set_constraint`):
 - Weighted: accuracy − λ · (latency/original + size/original).
 - MultiObjective: (accuracy, latency ratio, size ratio): the study keeps a Pareto front.
 
+Objectives read a `Metrics` object (onnxamc.metrics) by attribute. Quality is whatever
+named metric the run uses; "drop" is how much worse than the original, in its units.
 `Shaping` adds to single objectives an optional diversity bonus and a penalty per
-removed layer; run_search supplies the `novelty` and `removed_layers` metrics.
+removed layer; run_search supplies both.
 """
 
 from __future__ import annotations
@@ -24,9 +26,19 @@ from dataclasses import dataclass
 from onnxamc.search.pick import PickRule, parse_pick
 
 
-def _unsupported(metrics: dict) -> bool:
+from onnxamc.metrics import Metrics
+
+
+def _unsupported(metrics: Metrics) -> bool:
     """The target's runtime could not run the candidate: infeasible whatever else holds."""
-    return metrics.get("supported") is False
+    return not metrics.supported
+
+
+def goodness(metrics: Metrics) -> float:
+    """The quality as a number where higher is better, whatever the metric's direction."""
+    return metrics.quality if metrics.higher_is_better else -metrics.quality
+
+
 class SingleObjective:
     """One value to optimise in `self.direction`."""
 
@@ -47,11 +59,11 @@ class LatencyBudget(SingleObjective):
     def describe(self) -> str:
         return f"best accuracy with latency <= {self.ratio:g} x original"
 
-    def value(self, metrics: dict) -> float:
-        return metrics["accuracy"]
+    def value(self, metrics: Metrics) -> float:
+        return goodness(metrics)
 
-    def constraint(self, metrics: dict) -> float:
-        return math.inf if _unsupported(metrics) else metrics["latency_ratio"] - self.ratio
+    def constraint(self, metrics: Metrics) -> float:
+        return math.inf if _unsupported(metrics) else metrics.latency_ratio - self.ratio
 
 
 @dataclass(frozen=True)
@@ -66,11 +78,11 @@ class AccuracyBound(SingleObjective):
     def describe(self) -> str:
         return f"lowest latency with accuracy drop <= {self.max_drop:g}"
 
-    def value(self, metrics: dict) -> float:
-        return metrics["latency_ratio"]
+    def value(self, metrics: Metrics) -> float:
+        return metrics.latency_ratio
 
-    def constraint(self, metrics: dict) -> float:
-        return math.inf if _unsupported(metrics) else metrics["accuracy_drop"] - self.max_drop
+    def constraint(self, metrics: Metrics) -> float:
+        return math.inf if _unsupported(metrics) else metrics.quality_drop - self.max_drop
 
 
 @dataclass(frozen=True)
@@ -94,24 +106,25 @@ class AmcReward(SingleObjective):
                  else f"accuracy drop <= {self.max_drop or 0:g}")
         return f"AMC reward -error * log({self.resource}) with {bound}"
 
-    def value(self, metrics: dict) -> float:
+    def value(self, metrics: Metrics) -> float:
         if self.resource == "latency":
             if _unsupported(metrics):
-                return -(1.0 - metrics["accuracy"]) * math.log(1e12)  # worse than any measured
-            amount = 1000.0 * metrics["latency"]["median_ms"]  # microseconds, > 1
+                return -(1.0 - metrics.quality) * math.log(1e12)  # worse than any measured
+            amount = 1000.0 * metrics.latency.median_ms  # microseconds, > 1
         else:
-            amount = metrics["effective_macs"]
-        return -(1.0 - metrics["accuracy"]) * math.log(max(amount, 1.0 + 1e-9))
+            amount = metrics.effective_macs
+        return -(1.0 - metrics.quality) * math.log(max(amount, 1.0 + 1e-9))
 
-    def resource_ratio(self, metrics: dict) -> float:
-        return metrics["latency_ratio" if self.resource == "latency" else "effective_macs_ratio"]
+    def resource_ratio(self, metrics: Metrics) -> float:
+        return metrics.latency_ratio if self.resource == "latency" else \
+            metrics.effective_macs_ratio
 
-    def constraint(self, metrics: dict) -> float:
+    def constraint(self, metrics: Metrics) -> float:
         if _unsupported(metrics):
             return math.inf
         if self.target is not None:
             return self.resource_ratio(metrics) - self.target
-        return metrics["accuracy_drop"] - (self.max_drop or 0.0)
+        return metrics.quality_drop - (self.max_drop or 0.0)
 
 
 @dataclass(frozen=True)
@@ -129,13 +142,13 @@ class Weighted(SingleObjective):
     def describe(self) -> str:
         return f"accuracy - {self.lam:g} x (latency ratio + size ratio)"
 
-    def value(self, metrics: dict) -> float:
-        return metrics["accuracy"] - self.lam * (metrics["latency_ratio"] + metrics["size_ratio"])
+    def value(self, metrics: Metrics) -> float:
+        return goodness(metrics) - self.lam * (metrics.latency_ratio + metrics.size_ratio)
 
-    def constraint(self, metrics: dict) -> float:
+    def constraint(self, metrics: Metrics) -> float:
         if _unsupported(metrics):
             return math.inf
-        return 0.0 if self.max_drop is None else metrics["accuracy_drop"] - self.max_drop
+        return 0.0 if self.max_drop is None else metrics.quality_drop - self.max_drop
 
 
 @dataclass(frozen=True)
@@ -147,7 +160,7 @@ class MultiObjective:
 
     max_drop: float | None = None
     pick: PickRule | None = None
-    names: tuple[str, ...] = ("accuracy", "latency_ratio", "size_ratio")
+    names: tuple[str, ...] = ("quality", "latency_ratio", "size_ratio")
     directions: tuple[str, ...] = ("maximize", "minimize", "minimize")
 
     @property
@@ -168,13 +181,14 @@ class MultiObjective:
             f"{n} ({'max' if d == 'maximize' else 'min'})" for n, d in zip(self.names, self.directions))
         return front + (f"; pick {self.pick.describe()}" if self.pick else "")
 
-    def values(self, metrics: dict) -> list[float]:
-        return [float(metrics[n]) for n in self.names]
+    def values(self, metrics: Metrics) -> list[float]:
+        return [float(goodness(metrics)), float(metrics.latency_ratio),
+                float(metrics.size_ratio)]
 
-    def constraint(self, metrics: dict) -> float:
+    def constraint(self, metrics: Metrics) -> float:
         if _unsupported(metrics):
             return math.inf
-        return 0.0 if self.max_drop is None else metrics["accuracy_drop"] - self.max_drop
+        return 0.0 if self.max_drop is None else metrics.quality_drop - self.max_drop
 
 
 @dataclass(frozen=True)
@@ -186,13 +200,8 @@ class Shaping:
     diversity: float = 0.0
     removal_penalty: float = 0.0
 
-    @property
-    def active(self) -> bool:
-        return bool(self.diversity or self.removal_penalty)
-
-    def adjust(self, value: float, direction: str, metrics: dict) -> float:
-        bonus = (self.diversity * metrics.get("novelty", 0.0)
-                 - self.removal_penalty * metrics.get("removed_layers", 0))
+    def adjust(self, value: float, direction: str, novelty: float, removed_layers: int) -> float:
+        bonus = self.diversity * novelty - self.removal_penalty * removed_layers
         return value + bonus if direction == "maximize" else value - bonus
 
 
@@ -200,13 +209,14 @@ Objective = LatencyBudget | AccuracyBound | AmcReward | Weighted | MultiObjectiv
 OBJECTIVES = ("constrained", "amc", "amc-latency", "weighted", "pareto")
 
 
-def objective_values(objective: Objective, metrics: dict,
-                     shaping: Shaping | None = None) -> float | list[float]:
+def objective_values(objective: Objective, metrics: Metrics, shaping: Shaping | None = None,
+                     novelty: float = 1.0, removed_layers: int = 0) -> float | list[float]:
     """What the study stores for `metrics`: one value, or one per direction."""
     if len(objective.directions) > 1:
         return objective.values(metrics)
     value = objective.value(metrics)
-    return shaping.adjust(value, objective.direction, metrics) if shaping else value
+    return shaping.adjust(value, objective.direction, novelty, removed_layers) if shaping \
+        else value
 
 
 def parse_objective(spec: str | None, latency: float | None = None,

@@ -10,7 +10,8 @@ read the metrics each trial measured:
                  its two ends: where extra speed starts to cost much accuracy
 
 When no policy meets a bound, the one closest to it is picked and reported as not
-meeting the rule. Pure data: no Optuna, no models.
+meeting the rule. Reads Metrics objects: no Optuna, no models. "Accuracy" is the run's
+quality metric, whatever its name and direction.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+from onnxamc.metrics import Metrics
 from onnxamc.search.pareto import pareto_indices
 
 PICK_RULES = ("drop<=D", "latency<=R", "size<=R", "knee")
-_BOUNDED = {"drop": "accuracy_drop", "latency": "latency_ratio", "size": "size_ratio"}
+_BOUNDED = {"drop": "quality_drop", "latency": "latency_ratio", "size": "size_ratio"}
 
 
 @dataclass(frozen=True)
@@ -33,24 +35,27 @@ class PickRule:
     def describe(self) -> str:
         return self.kind if self.bound is None else f"{self.kind}<={self.bound:g}"
 
-    def choose(self, metrics: Sequence[dict]) -> tuple[int, bool] | None:
+    def choose(self, metrics: Sequence[Metrics]) -> tuple[int, bool] | None:
         """(index of the chosen metrics, whether it meets the rule); None if empty."""
         rows = [i for i, m in enumerate(metrics)
-                if _finite(m.get("accuracy")) and _finite(m.get("latency_ratio"))]
+                if _finite(m.quality) and _finite(m.latency_ratio)]
         if not rows:
             return None
+        good = {i: _goodness(metrics[i]) for i in rows}
         if self.kind == "knee":
-            return _knee(rows, metrics), True
+            return _knee(rows, metrics, good), True
         key = _BOUNDED[self.kind]
-        fits = [i for i in rows if _finite(m := metrics[i].get(key)) and m <= self.bound]
+
+        def bound_value(i: int) -> float:
+            value = getattr(metrics[i], key)
+            return value if _finite(value) else math.inf
+
+        fits = [i for i in rows if bound_value(i) <= self.bound]
         if not fits:  # nearest to the bound, then the most accurate
-            return min(rows, key=lambda i: (metrics[i].get(key, math.inf),
-                                            -metrics[i]["accuracy"])), False
+            return min(rows, key=lambda i: (bound_value(i), -good[i])), False
         if self.kind == "drop":
-            return min(fits, key=lambda i: (metrics[i]["latency_ratio"],
-                                            -metrics[i]["accuracy"])), True
-        return max(fits, key=lambda i: (metrics[i]["accuracy"],
-                                        -metrics[i]["latency_ratio"])), True
+            return min(fits, key=lambda i: (metrics[i].latency_ratio, -good[i])), True
+        return max(fits, key=lambda i: (good[i], -metrics[i].latency_ratio)), True
 
 
 def parse_pick(spec: str | None, default_drop: float | None = None) -> PickRule:
@@ -73,14 +78,18 @@ def parse_pick(spec: str | None, default_drop: float | None = None) -> PickRule:
     return PickRule(kind, bound)
 
 
-def _knee(rows: list[int], metrics: Sequence[dict]) -> int:
-    points = [(metrics[i]["accuracy"], metrics[i]["latency_ratio"]) for i in rows]
+def _goodness(m: Metrics) -> float:
+    return m.quality if m.higher_is_better else -m.quality
+
+
+def _knee(rows: list[int], metrics: Sequence[Metrics], good: dict[int, float]) -> int:
+    points = [(good[i], metrics[i].latency_ratio) for i in rows]
     front = sorted((rows[j] for j in pareto_indices(points, ("maximize", "minimize"))),
-                   key=lambda i: metrics[i]["latency_ratio"])
+                   key=lambda i: metrics[i].latency_ratio)
     if len(front) <= 2:  # no bend: the most accurate
-        return max(front, key=lambda i: metrics[i]["accuracy"])
-    lat = [metrics[i]["latency_ratio"] for i in front]
-    acc = [metrics[i]["accuracy"] for i in front]
+        return max(front, key=lambda i: good[i])
+    lat = [metrics[i].latency_ratio for i in front]
+    acc = [good[i] for i in front]
     span_l, span_a = (max(lat) - min(lat)) or 1.0, (max(acc) - min(acc)) or 1.0
     xs = [(v - min(lat)) / span_l for v in lat]
     ys = [(v - min(acc)) / span_a for v in acc]

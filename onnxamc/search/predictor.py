@@ -15,6 +15,9 @@ from __future__ import annotations
 import numpy as np
 import optuna
 
+from onnxamc.metrics import Metrics
+from onnxamc.search.objective import goodness
+
 from onnxamc.search.space import SearchSpace
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -38,7 +41,7 @@ class AccuracyPredictor:
     def _measured(self, study: optuna.Study) -> list:
         return [t for t in study.get_trials(deepcopy=False, states=(COMPLETE,))
                 if "metrics" in t.user_attrs and "cached_from" not in t.user_attrs
-                and t.user_attrs["metrics"].get("accuracy") is not None]
+                and _goodness(t) is not None]
 
     def fit(self, study: optuna.Study) -> bool:
         trials = self._measured(study)
@@ -46,7 +49,7 @@ class AccuracyPredictor:
             return False
         if len(trials) != self._fitted_on:
             x = self._design([self.space.vector(t.params) for t in trials])
-            y = np.array([t.user_attrs["metrics"]["accuracy"] for t in trials])
+            y = np.array([_goodness(t) for t in trials])
             a = x.T @ x + self.ridge * np.eye(x.shape[1])
             self._weights = np.linalg.solve(a, x.T @ y)
             self._fitted_on = len(trials)
@@ -58,7 +61,7 @@ class AccuracyPredictor:
         feasible = [t for t in trials if all(v <= 0 for v in t.constraints.values())] or trials
         ranked = sorted(feasible, key=lambda t: -sign * t.values[0])
         good = ranked[: max(3, len(ranked) // 4)]
-        return min(t.user_attrs["metrics"]["accuracy"] for t in good)
+        return min(_goodness(t) for t in good)
 
     def predict(self, vector) -> float:
         return float((self._design([vector]) @ self._weights)[0])
@@ -76,15 +79,15 @@ class AccuracyPredictor:
         trial.set_user_attr("skipped", note)
         return True
 
-    def record(self, study: optuna.Study, trial: optuna.Trial, vector, metrics: dict) -> None:
+    def record(self, study: optuna.Study, trial: optuna.Trial, vector, metrics) -> None:
         """After an evaluation: the prediction error, and whether an audited skip would
         have been wrong."""
-        if self._weights is None or metrics.get("accuracy") is None:
+        if self._weights is None or metrics.quality is None:
             return
         trial.set_user_attr("predicted_accuracy", self.predict(vector))
         audit = trial.user_attrs.get("audit")
         if audit is not None:
-            trial.set_user_attr("audit_wrong", metrics["accuracy"] >= audit["threshold"])
+            trial.set_user_attr("audit_wrong", goodness(metrics) >= audit["threshold"])
 
     @staticmethod
     def report(study: optuna.Study) -> dict:
@@ -93,8 +96,14 @@ class AccuracyPredictor:
         skipped = sum("skipped" in t.user_attrs for t in trials)
         audits = [t for t in trials if "audit_wrong" in t.user_attrs]
         wrong = sum(bool(t.user_attrs["audit_wrong"]) for t in audits)
-        errors = [abs(t.user_attrs["predicted_accuracy"] - t.user_attrs["metrics"]["accuracy"])
+        errors = [abs(t.user_attrs["predicted_accuracy"] - _goodness(t))
                   for t in trials if "predicted_accuracy" in t.user_attrs]
         return {"evaluations_saved": skipped, "audited": len(audits), "wrong": wrong,
                 "wrong_rate": wrong / len(audits) if audits else None,
                 "mean_abs_error": float(np.mean(errors)) if errors else None}
+
+
+def _goodness(trial) -> float | None:
+    """The trial's quality where higher is better (None when it has none)."""
+    metrics = Metrics.from_dict(trial.user_attrs["metrics"])
+    return None if metrics.quality is None else goodness(metrics)

@@ -1,26 +1,28 @@
 """The search space: one action per layer, suggested define-by-run from an Optuna trial.
 
-The space is built from the layer table as data (name, op type, channels, MACs per
-layer), so the search never needs the model itself. Parameter names are
+The space is built from the layer table as data (LayerSlot rows: name, op type, channels,
+MACs, the actions each layer takes) and the cost model (graph.cost.CostModel, also pure
+data), so the search never needs the model itself. Parameter names are
 `<layer>:<field>`, which keeps a trial's params readable as a policy.
 
-Actions live in one flat table, ACTION_TABLE: a new action (a LayerAction field the
-passes know) is one entry there — which layers it applies to, its default range, its
-identity and most-compressed values, and how it scales the layer's MACs. Users pick
-actions and ranges with `--actions quant,sparsity=0:0.8:0.1,prune=0.3:1`.
+Which actions exist, their ranges and how they enter the cost model is the action
+registry's (onnxamc.actions: each action's `search` spec). Users pick actions and ranges
+with `--actions quant,sparsity=0:0.8:0.1,prune=0.3:1`.
 """
 
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
-from onnxamc.policy import FLOAT_BITS, QUANTIZABLE_OPS, LayerAction, Policy
+from onnxamc.actions import SEARCHABLE, Action, FloatRange
+from onnxamc.policy import LayerAction, Policy
+
+DEFAULT_ACTIONS = ("prune", "quant")
 
 
 @dataclass(frozen=True)
@@ -34,97 +36,8 @@ class LayerSlot:
     c_in: int = 0
     c_out: int = 0
     depthwise: bool = False
-    producer: str | None = None  # the layer whose output channels this layer reads
-    feeds_layer: bool = True  # False for layers whose outputs leave the model (logits)
     features: tuple[float, ...] = ()  # Layer.features(): the raw AMC state
-    prunable: bool = True  # its channel group can lose channels (graph.groups says)
-
-
-def slots_from_layers(layers: Sequence[Any],
-                      prunable: set[str] | None = None) -> list[LayerSlot]:
-    """LayerSlots from graph Layer rows (read as data, duck-typed).
-
-    The producer of a layer is estimated as the nearest earlier layer whose output
-    channels match its input channels; it is only used to estimate how channel pruning
-    of one layer shrinks the MACs of the next. `prunable` names the layers whose channel
-    group can be pruned (all, when not given).
-    """
-    slots, producers = [], {}
-    for i, layer in enumerate(layers):
-        producer = next((p.name for p in reversed(layers[:i]) if p.c_out == layer.c_in), None)
-        producers[layer.name] = producer
-    consumed = set(producers.values())
-    for layer in layers:
-        depthwise = bool(getattr(layer, "depthwise", False))
-        slots.append(LayerSlot(layer.name, layer.op_type, int(layer.macs), int(layer.params),
-                               int(layer.c_in), int(layer.c_out), depthwise,
-                               producers[layer.name], layer.name in consumed,
-                               tuple(layer.features()),
-                               prunable is None or layer.name in prunable))
-    return slots
-
-
-@dataclass(frozen=True)
-class FloatRange:
-    low: float
-    high: float
-    step: float | None = None
-
-
-@dataclass(frozen=True)
-class ActionSpec:
-    """One kind of action: a LayerAction field searched on the layers it applies to.
-
-    `identity` leaves the layer as it is and `extreme` is its most compressed value
-    (agents that think in "how much to compress" map [0, 1] onto that segment).
-    `macs_scale` maps a value to the factor on the layer's MACs; `shrinks_consumers`
-    says the factor also applies to the layers reading its output (channel pruning).
-    `ready` is False while the pass behind the field is not in this branch.
-    """
-
-    name: str
-    field: str
-    applies: Callable[[LayerSlot], bool]
-    values: FloatRange | tuple
-    identity: Any
-    seed: Any  # a moderate value for the uniform seed policies
-    macs_scale: Callable[[Any], float] | None = None
-    shrinks_consumers: bool = False
-    ready: bool = True
-
-    def distribution(self, values: FloatRange | tuple | None = None) -> BaseDistribution:
-        values = self.values if values is None else values
-        if isinstance(values, FloatRange):
-            return FloatDistribution(values.low, values.high, step=values.step)
-        return CategoricalDistribution(list(values))
-
-    def extreme(self, distribution: BaseDistribution) -> Any:
-        if isinstance(distribution, CategoricalDistribution):
-            return distribution.choices[-1]
-        lo, hi = distribution.low, distribution.high
-        return hi if abs(hi - self.identity) >= abs(lo - self.identity) else lo
-
-
-def _weighted(slot: LayerSlot) -> bool:
-    return True
-
-
-def _quantizable(slot: LayerSlot) -> bool:
-    return slot.op_type in QUANTIZABLE_OPS
-
-
-def _channel_prunable(slot: LayerSlot) -> bool:
-    return slot.prunable and slot.feeds_layer and not slot.depthwise
-
-
-ACTION_TABLE: dict[str, ActionSpec] = {spec.name: spec for spec in (
-    ActionSpec("sparsity", "sparsity", _weighted, FloatRange(0.0, 0.9, 0.05), 0.0, 0.3,
-               macs_scale=lambda s: 1.0 - s),
-    ActionSpec("quant", "bits", _quantizable, (FLOAT_BITS, 8), FLOAT_BITS, 8),
-    ActionSpec("prune", "keep", _channel_prunable, FloatRange(0.25, 1.0, 0.05), 1.0, 0.7,
-               macs_scale=lambda k: k, shrinks_consumers=True),
-)}
-ACTIONS = tuple(name for name, spec in ACTION_TABLE.items() if spec.ready)
+    takes: frozenset[str] = frozenset(SEARCHABLE)  # actions the search proposes on it
 
 
 @dataclass(frozen=True)
@@ -133,17 +46,21 @@ class Param:
 
     name: str
     layer: int  # index into SearchSpace.layers
-    action: ActionSpec
+    action: Action
     distribution: BaseDistribution
+
+    @property
+    def spec(self):
+        return self.action.search
 
     def compression(self, value: Any) -> float:
         """0 at the identity, 1 at the most compressed value."""
         d = self.distribution
         if isinstance(d, CategoricalDistribution):
             return d.choices.index(value) / max(1, len(d.choices) - 1)
-        extreme = self.action.extreme(d)
-        span = extreme - self.action.identity
-        return 0.0 if span == 0 else min(1.0, max(0.0, (value - self.action.identity) / span))
+        extreme = _extreme(d, self.spec.identity)
+        span = extreme - self.spec.identity
+        return 0.0 if span == 0 else min(1.0, max(0.0, (value - self.spec.identity) / span))
 
     def value_at(self, amount: float, toward_extreme: bool = False) -> Any:
         """The value `amount` of the way from the identity to the extreme, on the grid
@@ -154,8 +71,7 @@ class Param:
             n = len(d.choices)
             index = -int(-amount * (n - 1) // 1) if toward_extreme else round(amount * (n - 1))
             return d.choices[min(n - 1, index)]
-        start, extreme = self.action.identity, self.action.extreme(d)
-        start = min(max(start, d.low), d.high)
+        start, extreme = min(max(self.spec.identity, d.low), d.high), _extreme(d, self.spec.identity)
         value = start + amount * (extreme - start)
         if d.step:
             steps = (value - d.low) / d.step
@@ -169,11 +85,25 @@ class Param:
         return float(min(d.high, max(d.low, round(value, 10))))
 
 
+def _extreme(d: BaseDistribution, identity: Any) -> Any:
+    """The most compressed value of a distribution: its last choice, or the end of its
+    range farther from the identity."""
+    if isinstance(d, CategoricalDistribution):
+        return d.choices[-1]
+    return d.high if abs(d.high - identity) >= abs(d.low - identity) else d.low
+
+
+def _distribution(values: FloatRange | tuple) -> BaseDistribution:
+    if isinstance(values, FloatRange):
+        return FloatDistribution(values.low, values.high, step=values.step)
+    return CategoricalDistribution(list(values))
+
+
 @dataclass
 class SearchSpace:
     layers: Sequence[LayerSlot]
-    actions: Sequence[str] = ACTIONS
-    allow_unready: bool = False  # tests and the merge of the pruning pass turn `prune` on
+    actions: Sequence[str] = DEFAULT_ACTIONS  # each "name" or "name=RANGE"
+    cost: Any = None  # graph.cost.CostModel (None: a layer's MACs change only by its own factors)
     ranges: dict[str, FloatRange | tuple] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -181,19 +111,17 @@ class SearchSpace:
         for item in self.actions:
             name, _, spec = item.partition("=")
             name = name.strip()
-            if name not in ACTION_TABLE:
-                raise ValueError(f"unknown action {name!r}; known: {', '.join(ACTION_TABLE)}")
-            if not ACTION_TABLE[name].ready and not self.allow_unready:
-                raise ValueError(f"action {name!r} is not available yet (its pass is missing)")
+            if name not in SEARCHABLE:
+                raise ValueError(f"unknown action {name!r}; searchable: {', '.join(SEARCHABLE)}")
             if spec:
                 self.ranges[name] = parse_range(name, spec)
             names.append(name)
         self.actions = names
-        self._params = [Param(f"{slot.name}:{spec.field}", i, spec,
-                              spec.distribution(self.ranges.get(spec.name)))
+        self._params = [Param(f"{slot.name}:{action.search.field}", i, action,
+                              _distribution(self.ranges.get(name, action.search.values)))
                         for i, slot in enumerate(self.layers)
-                        for spec in (ACTION_TABLE[n] for n in ACTION_TABLE if n in names)
-                        if spec.applies(slot)]
+                        for name, action in SEARCHABLE.items()
+                        if name in names and name in slot.takes]
         self._by_name = {p.name: p for p in self._params}
 
     # --- the parameters ----------------------------------------------------------
@@ -212,21 +140,15 @@ class SearchSpace:
         """The trial params that reproduce `policy` (for enqueueing seed policies), each
         snapped to its range (a transferred policy may come from another range)."""
         return {p.name: _nearest(p.distribution,
-                                 getattr(policy.action(self.layers[p.layer].name), p.action.field))
+                                 getattr(policy.action(self.layers[p.layer].name), p.spec.field))
                 for p in self._params}
 
     def policy_from_params(self, params: dict) -> Policy:
-        policy = Policy()
-        for slot in self.layers:
-            policy.layers[slot.name] = LayerAction()
-        fields_by_layer: dict[str, dict] = {}
+        values: dict[str, dict] = {slot.name: {} for slot in self.layers}
         for p in self._params:
             if p.name in params:
-                fields_by_layer.setdefault(self.layers[p.layer].name, {})[p.action.field] = \
-                    params[p.name]
-        for name, values in fields_by_layer.items():
-            policy.layers[name] = LayerAction(**values)
-        return policy
+                values[self.layers[p.layer].name][p.spec.field] = params[p.name]
+        return Policy({name: LayerAction(**v) for name, v in values.items()})
 
     def seeds(self) -> list[Policy]:
         """Hand-made starting points a careful engineer would try first: the original,
@@ -234,49 +156,38 @@ class SearchSpace:
         identity = self.policy_from_params({})
         identity.meta = {"baseline": "original"}
         seeds = [identity]
-        specs = [ACTION_TABLE[n] for n in ACTION_TABLE if n in self.actions]
-        for group in [[s] for s in specs] + ([specs] if len(specs) > 1 else []):
-            params = {}
-            for p in self._params:
-                if p.action in group:
-                    params[p.name] = _nearest(p.distribution, p.action.seed)
+        chosen = [SEARCHABLE[n] for n in SEARCHABLE  # actions whose seed compresses
+                  if n in self.actions and SEARCHABLE[n].search.seed != SEARCHABLE[n].search.identity]
+        for group in [[a] for a in chosen] + ([chosen] if len(chosen) > 1 else []):
+            params = {p.name: _nearest(p.distribution, p.spec.seed)
+                      for p in self._params if p.action in group}
             seed = self.policy_from_params(params)
-            seed.meta = {"baseline": "uniform " + " + ".join(f"{s.name}={s.seed:g}"
-                                                             for s in group)}
+            seed.meta = {"baseline": "uniform " + " + ".join(
+                f"{a.name}={a.search.seed:g}" for a in group)}
             seeds.append(seed)
         return seeds
 
     # --- cost model ---------------------------------------------------------------
     @property
     def total_macs(self) -> int:
-        return sum(slot.macs for slot in self.layers)
+        return self.cost.total_macs if self.cost is not None else sum(s.macs for s in self.layers)
 
     def macs(self, params: dict) -> float:
-        """Effective MACs (nonzero multiply-accumulates) of the policy `params`, from the
-        layer table: each layer's MACs times its own factors and, for actions that remove
-        channels, the factor of the layer whose output it reads."""
-        own = [1.0] * len(self.layers)
-        channels = [1.0] * len(self.layers)
+        """Effective MACs (non-zero multiply-accumulates) of the policy `params`: channel
+        keep ratios through the cost model, each layer's own factors (sparsity) on top."""
+        keep: dict[str, float] = {}
+        factors: dict[str, float] = {}
         for p in self._params:
-            if p.action.macs_scale is None or p.name not in params:
+            if p.name not in params or p.spec.cost is None:
                 continue
-            factor = p.action.macs_scale(params[p.name])
-            own[p.layer] *= factor
-            if p.action.shrinks_consumers:
-                channels[p.layer] *= factor
-        index = {slot.name: i for i, slot in enumerate(self.layers)}
-
-        def channel_factor(i: int, depth: int = 0) -> float:  # what layer i's readers see
-            slot = self.layers[i]
-            if slot.depthwise and slot.producer in index and depth < 64:
-                return channels[i] * channel_factor(index[slot.producer], depth + 1)
-            return channels[i]
-
-        total = 0.0
-        for i, slot in enumerate(self.layers):
-            reads = channel_factor(index[slot.producer]) if slot.producer in index else 1.0
-            total += slot.macs * own[i] * reads
-        return total
+            layer = self.layers[p.layer].name
+            if p.spec.cost == "keep":
+                keep[layer] = params[p.name]
+            else:
+                factors[layer] = factors.get(layer, 1.0) * p.spec.macs_factor(params[p.name])
+        if self.cost is not None:
+            return self.cost.macs(keep, factors)
+        return sum(s.macs * keep.get(s.name, 1.0) * factors.get(s.name, 1.0) for s in self.layers)
 
     def macs_ratio(self, policy_or_params: Policy | dict) -> float:
         params = (self.params_of(policy_or_params) if isinstance(policy_or_params, Policy)
@@ -285,12 +196,12 @@ class SearchSpace:
 
     def vector(self, params: dict) -> list[float]:
         """The policy as compression amounts in [0, 1], one per parameter."""
-        return [p.compression(params.get(p.name, p.action.identity)) for p in self._params]
+        return [p.compression(params.get(p.name, p.spec.identity)) for p in self._params]
 
 
 def parse_range(name: str, spec: str) -> FloatRange | tuple:
     """`0:0.8` or `0:0.8:0.1` (low:high[:step]) for numbers, `32/8` for choices."""
-    base = ACTION_TABLE[name].values
+    base = SEARCHABLE[name].search.values
     try:
         if isinstance(base, FloatRange):
             parts = [float(x) for x in spec.split(":")]

@@ -41,3 +41,9 @@ def open_storage(spec: str | Path):
         return JournalStorage(JournalFileBackend(str(path)))
     except Exception as exc:
         raise SearchError(f"cannot open journal file {text!r}: {str(exc).splitlines()[0]}") from None
+
+
+def mark_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Mark a trial another process left RUNNING as failed. Optuna's public API only
+    finishes trials of this process; this is the one place that reaches its storage."""
+    study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)

@@ -1,5 +1,5 @@
 """The search loop: one Optuna study, proposing policies, scoring them through an
-evaluator callable that api.py builds. It never edits or runs a model itself.
+evaluator callable that the workflow layer builds. It never edits or runs a model.
 
 Running the same search again continues the study: `n_trials` is the study's total
 of evaluated trials, trials killed mid-run are marked failed and their policy is queued
@@ -18,15 +18,15 @@ from typing import Callable
 import optuna
 
 from onnxamc.errors import EvaluationError, SearchError
+from onnxamc.metrics import Metrics
 from onnxamc.policy import Policy
 from onnxamc.search.objective import Objective, Shaping, objective_values
-from onnxamc.search.pareto import pareto_indices
+from onnxamc.search.results import CONSTRAINT, best_trial, metrics_of, pareto_front
 from onnxamc.search.space import SearchSpace
-from onnxamc.search.storage import open_storage
+from onnxamc.search.storage import mark_failed, open_storage
 
-Evaluate = Callable[[Policy], dict]
+Evaluate = Callable[[Policy], Metrics]
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-CONSTRAINT = "objective"  # the trial constraint Optuna's samplers see (<= 0: feasible)
 MAX_ROUNDS = 20  # optimize() rounds that refill the budget after predictor skips
 
 
@@ -49,11 +49,9 @@ class SearchResult:
 
 def open_study(storage: str, name: str, objective: Objective, fingerprint: str,
                sampler: optuna.samplers.BaseSampler | None = None,
-               seed: int | None = None) -> optuna.Study:
-    """Create the study, or load it if it exists and belongs to this model."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = sampler or optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, n_startup_trials=8)
+               settings: dict | None = None) -> optuna.Study:
+    """Create the study, or load it if it exists and belongs to this model. `settings`
+    (how the objective was given) are stored so reports can rebuild it."""
     try:
         study = optuna.create_study(storage=open_storage(storage), study_name=name,
                                     directions=list(objective.directions), sampler=sampler,
@@ -64,6 +62,7 @@ def open_study(storage: str, name: str, objective: Objective, fingerprint: str,
     if stored is None:
         study.set_user_attr("fingerprint", fingerprint)
         study.set_user_attr("objective", objective.describe())
+        study.set_user_attr("objective_settings", settings or {})
     elif stored != fingerprint:
         raise SearchError(f"study {name!r} in {storage} was made for another model "
                           f"(fingerprint {stored}, this model is {fingerprint}); "
@@ -78,7 +77,6 @@ def recover_interrupted(study: optuna.Study) -> int:
     Assumes one process per study at a time, as the CLI runs it; parallel workers on a
     shared database rely on Optuna's heartbeat instead. Returns how many were queued.
     """
-    storage = study._storage
     requeued = set(study.user_attrs.get("requeued_trials", []))
     waiting = [t.system_attrs.get("fixed_params") for t in
                study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))]
@@ -90,7 +88,7 @@ def recover_interrupted(study: optuna.Study) -> int:
         if not (killed or stopped):
             continue
         if killed:
-            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            mark_failed(study, trial)
         # a trial killed while setting its params holds only some: queue the whole
         # policy it was given (an enqueued one), else what it had chosen so far
         params = trial.system_attrs.get("fixed_params") or trial.params
@@ -101,6 +99,57 @@ def recover_interrupted(study: optuna.Study) -> int:
     if recovered:
         study.set_user_attr("requeued_trials", sorted(requeued))
     return recovered
+
+
+class _Scorer:
+    """The objective function Optuna calls: policy → metrics (or the cached ones of an
+    identical policy) → the values and constraint the study stores."""
+
+    def __init__(self, study, space, objective, evaluate, shaping, predictor, use_cache):
+        self.study, self.space, self.objective = study, space, objective
+        self.evaluate, self.shaping, self.predictor = evaluate, shaping, predictor
+        self.use_cache = use_cache
+        self.cache = {_key(t.params): (t.user_attrs["metrics"], t.number)
+                      for t in study.get_trials(states=FINISHED) if "metrics" in t.user_attrs}
+        self.tried = [space.vector(t.params)
+                      for t in study.get_trials(deepcopy=False, states=FINISHED)]
+        self.hits = 0
+
+    def __call__(self, trial: optuna.Trial):
+        policy = self.space.suggest(trial)
+        key, vector = _key(trial.params), self.space.vector(trial.params)
+        if self.use_cache and key in self.cache:  # an identical policy was measured already
+            stored, number = self.cache[key]
+            trial.set_user_attr("cached_from", number)
+            metrics = Metrics.from_dict(stored)
+            self.hits += 1
+        else:
+            metrics = self._measure(trial, policy, vector)
+        stored = metrics.to_dict()
+        trial.set_user_attr("metrics", stored)
+        self.cache[key] = (stored, trial.number)
+        trial.set_constraint(CONSTRAINT, self.objective.constraint(metrics))
+        novelty = _novelty(vector, self.tried)
+        self.tried.append(vector)
+        removed = sum(1 for a in policy.layers.values() if a.remove)
+        return objective_values(self.objective, metrics, self.shaping, novelty, removed)
+
+    def _measure(self, trial, policy, vector) -> Metrics:
+        if self.predictor is not None and self.predictor.should_skip(self.study, trial, vector):
+            raise optuna.TrialPruned("predicted far worse than the best so far")
+        try:
+            metrics = self.evaluate(policy)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        except EvaluationError as exc:
+            trial.set_user_attr("error", str(exc))
+            raise
+        metrics.effective_macs = self.space.macs(trial.params)
+        metrics.effective_macs_ratio = metrics.effective_macs / max(self.space.total_macs, 1)
+        if self.predictor is not None:
+            self.predictor.record(self.study, trial, vector, metrics)
+        return metrics
 
 
 def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
@@ -120,146 +169,95 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
             label = seed.meta.get("baseline")  # reports mark the uniform baselines
             study.enqueue_trial(space.params_of(seed), skip_if_exists=True,
                                 user_attrs={"baseline": label} if label else None)
-    cache = {_key(t.params): t.user_attrs for t in study.get_trials(states=FINISHED)
-             if "metrics" in t.user_attrs}
-    tried = [space.vector(t.params) for t in study.get_trials(deepcopy=False, states=FINISHED)]
-    hits = [0]
-
-    def objective_fn(trial: optuna.Trial):
-        policy = space.suggest(trial)
-        key = _key(trial.params)
-        vector = space.vector(trial.params)
-        if use_cache and key in cache:  # an identical policy was measured already
-            attrs = cache[key]
-            trial.set_user_attr("cached_from", attrs.get("trial_number"))
-            metrics = attrs["metrics"]
-            hits[0] += 1
-        else:
-            if predictor is not None and predictor.should_skip(study, trial, vector):
-                raise optuna.TrialPruned("predicted far worse than the best so far")
-            try:
-                metrics = evaluate(policy)
-            except KeyboardInterrupt:
-                trial.set_user_attr("interrupted", True)
-                raise
-            except EvaluationError as exc:
-                trial.set_user_attr("error", str(exc))
-                raise
-            if predictor is not None:
-                predictor.record(study, trial, vector, metrics)
-        trial.set_user_attr("metrics", metrics)
-        trial.set_user_attr("trial_number", trial.number)
-        scored = {**metrics, **space_metrics(space, trial.params, vector, tried)}
-        trial.set_constraint(CONSTRAINT, objective.constraint(scored))
-        cache[key] = {"metrics": metrics, "trial_number": trial.number}
-        tried.append(vector)
-        return objective_values(objective, scored, shaping)
-
-    done = _evaluated(study)
-    start = time.time()
-    bar = None
-    if progress and n_trials > done:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_trials, initial=done, desc="search", unit="trial", dynamic_ncols=True)
-    callbacks = []
-    if bar is not None:
-        def update(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            if trial.state != optuna.trial.TrialState.COMPLETE:
-                return
-            bar.update(1)
-            best = best_trial(study, objective)
-            if best is not None:
-                bar.set_postfix_str(_summary(best[0].user_attrs.get("metrics", {})))
-        callbacks.append(update)
+    scorer = _Scorer(study, space, objective, evaluate, shaping, predictor, use_cache)
+    done, start = _evaluated(study), time.time()
+    bar = _progress_bar(study, objective, n_trials, done) if progress else None
     try:
         for _ in range(MAX_ROUNDS):  # trials the predictor skipped do not use the budget
             remaining = n_trials - _evaluated(study)
             left = None if timeout is None else timeout - (time.time() - start)
             if remaining <= 0 or (left is not None and left <= 0):
                 break
-            study.optimize(objective_fn, n_trials=remaining, timeout=left,
-                           callbacks=callbacks, catch=(EvaluationError,), gc_after_trial=False)
+            before = len(study.trials)
+            study.optimize(scorer, n_trials=remaining, timeout=left,
+                           callbacks=[bar] if bar else [], catch=(EvaluationError,),
+                           gc_after_trial=False)
+            _stop_if_all_failed(study, study.trials[before:])
     finally:
         if bar is not None:
             bar.close()
     seconds = time.time() - start
     new = _evaluated(study) - done
     stats = predictor.report(study) if predictor is not None else {}
-    front = pareto_front(study)
     best = best_trial(study, objective)
     if best is None:
-        return SearchResult(study, None, False, None, new, seconds, front, hits[0], stats)
+        return SearchResult(study, None, False, None, new, seconds, pareto_front(study),
+                            scorer.hits, stats)
     trial, feasible = best
     return SearchResult(study, trial, feasible, space.policy_from_params(trial.params), new,
-                        seconds, front, hits[0], stats)
+                        seconds, pareto_front(study), scorer.hits, stats)
 
 
-def space_metrics(space: SearchSpace, params: dict, vector: list[float],
-                  tried: list[list[float]]) -> dict:
-    """What the layer table tells of a policy without running it: effective MACs, how
-    many layers it removes, and how unlike the policies already tried it is."""
-    macs = space.macs(params)
-    removed = sum(1 for name, value in params.items()
-                  if (name.endswith(":remove") and value is True)
-                  or (name.endswith(":keep") and not isinstance(value, bool) and value == 0))
-    novelty = 1.0
-    if tried and vector:
-        novelty = min(sum(abs(a - b) for a, b in zip(vector, v)) for v in tried) / len(vector)
-    return {"effective_macs": macs,
-            "effective_macs_ratio": macs / space.total_macs if space.total_macs else 1.0,
-            "removed_layers": removed, "novelty": novelty}
+class _ProgressBar:
+    """A tqdm bar over the study's evaluated trials, showing the best so far."""
+
+    def __init__(self, objective: Objective, total: int, initial: int):
+        from tqdm.auto import tqdm
+
+        self.objective = objective
+        self.bar = tqdm(total=total, initial=initial, desc="search", unit="trial",
+                        dynamic_ncols=True)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state != optuna.trial.TrialState.COMPLETE:
+            return
+        self.bar.update(1)
+        best = best_trial(study, self.objective)
+        if best is not None:
+            m = metrics_of(best[0])
+            self.bar.set_postfix_str(f"{m.describe_quality()}, lat x{m.latency_ratio:.2f}"
+                                     if m.latency_ratio is not None else m.describe_quality())
+
+    def close(self) -> None:
+        self.bar.close()
 
 
-def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Feasible completed trials that no other one dominates (multi-objective studies);
-    the trials are sorted by their first value."""
-    if len(study.directions) < 2:
-        return []
-    trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-              if t.values is not None and t.constraints.get(CONSTRAINT, 0.0) <= 0
-              and "cached_from" not in t.user_attrs]
-    directions = ["maximize" if d == optuna.study.StudyDirection.MAXIMIZE else "minimize"
-                  for d in study.directions]
-    front = [trials[i] for i in pareto_indices([t.values for t in trials], directions)]
-    return sorted(front, key=lambda t: (t.values[0], t.number))
+def _progress_bar(study, objective, n_trials: int, done: int) -> _ProgressBar | None:
+    return _ProgressBar(objective, n_trials, done) if n_trials > done else None
+
+
+def _stop_if_all_failed(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> None:
+    """A study in which every candidate failed will not get better by more of the same:
+    stop with the first failure's reason instead of writing nothing useful."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if trials and not complete and all(t.state == optuna.trial.TrialState.FAIL for t in trials):
+        reason = next((t.user_attrs["error"] for t in trials if "error" in t.user_attrs),
+                      "no reason recorded")
+        raise SearchError(f"all {len(trials)} candidates of this run failed; the first: "
+                          f"{reason}")
+
+
+def _novelty(vector: list[float], tried: list[list[float]]) -> float:
+    """Mean L1 distance to the nearest policy already tried, in [0, 1]."""
+    if not tried or not vector:
+        return 1.0
+    return min(sum(abs(a - b) for a, b in zip(vector, v)) for v in tried) / len(vector)
 
 
 def _evaluated(study: optuna.Study) -> int:
-    """Finished trials that count against the budget (predictor skips do not)."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED)
-               if t.state == optuna.trial.TrialState.COMPLETE or "skipped" not in t.user_attrs)
-
-
-def best_trial(study: optuna.Study, objective: Objective):
-    """(trial, whether it meets the goal): the best feasible trial; if none is feasible,
-    the least infeasible one. For a multi-objective study: the member of the front that
-    the objective's pick rule chooses (search.pick; by default the fastest within its
-    drop bound, 1 point unless given)."""
-    trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-              if CONSTRAINT in t.constraints]
-    if not trials:
-        return None
-    feasible = [t for t in trials if t.constraints[CONSTRAINT] <= 0]
-    if feasible and len(objective.directions) > 1:
-        picked = objective.pick_rule.choose([t.user_attrs.get("metrics", {}) for t in feasible])
-        if picked is not None:
-            return feasible[picked[0]], picked[1]
-        return max(feasible, key=lambda t: (t.values[0], -t.number)), True
-    if feasible:
-        sign = -1 if objective.direction == "maximize" else 1
-        return min(feasible, key=lambda t: (sign * t.value, t.number)), True
-    return min(trials, key=lambda t: t.constraints[CONSTRAINT]), False
+    """Trials that count against the budget: evaluated ones, and candidates that failed
+    to build or run (their policy is a result too); not predictor skips, not trials cut
+    off by a kill or Ctrl-C (their policy is queued again)."""
+    counted = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            counted += 1
+        elif t.state == optuna.trial.TrialState.PRUNED and "skipped" not in t.user_attrs:
+            counted += 1
+        elif t.state == optuna.trial.TrialState.FAIL and "error" in t.user_attrs:
+            counted += 1
+    return counted
 
 
 def _key(params: dict) -> str:
     return json.dumps(params, sort_keys=True)
-
-
-def _summary(metrics: dict) -> str:
-    parts = []
-    if metrics.get("accuracy") is not None:
-        parts.append(f"acc {metrics['accuracy']:.4f}")
-    if metrics.get("latency_ratio") is not None:
-        parts.append(f"lat x{metrics['latency_ratio']:.2f}")
-    return ", ".join(parts)

@@ -74,7 +74,7 @@ class DdpgSampler(EpisodeSampler):
         for p in space.params():
             self.by_layer.setdefault(p.layer, []).append(p)
         self.steps = sorted(self.by_layer)
-        self.walled = {p.name for p in space.params() if p.action.macs_scale is not None}
+        self.walled = {p.name for p in space.params() if p.spec.cost is not None}
         self.features = normalised_features(space, self.steps) if self.steps else None
         k = len(self.kinds)
         self.state_dim = (self.features.shape[1] if self.steps else 0) + 3 + k

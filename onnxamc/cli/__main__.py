@@ -1,0 +1,5 @@
+import sys
+
+from onnxamc.cli import main
+
+sys.exit(main())
