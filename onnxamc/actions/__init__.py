@@ -29,7 +29,8 @@ SEARCHABLE: dict[str, Action] = {a.name: a for a in ACTIONS if a.search is not N
 
 def apply_policy(model, policy, calibration=None, calibration_method: str = "minmax", *,
                  reconstruct: bool = False, channel_multiple: int = 8,
-                 importance: str = "l1"):
+                 importance: str = "l1", runtime: str = "onnxruntime",
+                 int8_threshold: float | None = 0.0):
     """The compressed model for `policy`, validated against `model` first.
 
     `model` is a ModelProto or a graph.ModelContext (analysed once, reused);
@@ -40,7 +41,8 @@ def apply_policy(model, policy, calibration=None, calibration_method: str = "min
     from onnxamc.graph.context import ModelContext
 
     context = model if isinstance(model, ModelContext) else ModelContext(model)
-    job = PassJob(calibration, calibration_method, reconstruct, channel_multiple, importance)
+    job = PassJob(calibration, calibration_method, reconstruct, channel_multiple, importance,
+                  runtime, int8_threshold)
     check_policy(context, policy)
     current = context
     for action in ACTIONS:

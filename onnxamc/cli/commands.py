@@ -43,10 +43,14 @@ def apply(args) -> int:
 
     policy = api.uniform_policy(args.model, args.uniform) if args.uniform \
         else api.load_policy(args.policy)
-    api.apply(args.model, policy, args.output, calibration=args.calibration,
-              calibration_samples=args.calibration_samples,
-              calibration_method=args.calibration_method, reconstruct=not args.no_reconstruct,
-              channel_multiple=args.channel_multiple, importance=args.importance)
+    options = dict(calibration=args.calibration, calibration_samples=args.calibration_samples,
+                   calibration_method=args.calibration_method,
+                   reconstruct=not args.no_reconstruct, channel_multiple=args.channel_multiple,
+                   importance=args.importance)
+    if args.uniform and args.latency_guard and any(a.bits == 8 for a in policy.layers.values()):
+        print(api.apply_guarded(args.model, policy, args.output, **options)[1])
+    else:
+        api.apply(args.model, policy, args.output, **options)
     if args.save_policy:
         policy.save(args.save_policy)
     print(f"wrote {args.output}")

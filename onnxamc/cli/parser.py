@@ -69,6 +69,9 @@ def _apply(sub) -> None:
                    help="round kept channel counts to this multiple (default %(default)s)")
     p.add_argument("--importance", choices=["l1", "l2"], default=RunConfig.importance,
                    help="channel importance norm (default %(default)s)")
+    p.add_argument("--no-latency-guard", dest="latency_guard", action="store_false",
+                   help="with --uniform bits=8: skip timing int8 beside float on onnxruntime "
+                        "(by default int8 that is not faster than float is not written)")
     p.set_defaults(run=commands.apply)
 
 
