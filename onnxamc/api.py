@@ -70,45 +70,24 @@ def data_for(model: ModelLike, data: DataLike, limit: int | None = None) -> Data
 
 
 def uniform_policy(model: ModelLike, spec: str | dict[str, Any]) -> Policy:
-    """The same action on every layer that can take it: `"keep=0.5,bits=8"` or a dict."""
+    """The same action on every layer that can take it: `"keep=0.5,bits=8"` or a dict
+    (`bits=8` alone takes, per layer, the int8 form that pays for its op)."""
     values = parse_uniform(spec) if isinstance(spec, str) else dict(spec)
-    context = load_context(model)
-    policy = _uniform(context, values)
-    if values.get("bits") == 8 and not set(values) & QUANT_DETAIL_FIELDS:  # the form that pays
-        from dataclasses import replace
-
-        from onnxamc.passes.quant_patterns import preferred_int8
-
-        ops = context.layer_ops
-        policy.layers = {n: replace(a, **(preferred_int8(ops[n]) or {"bits": 32}))
-                         if a.bits == 8 else a for n, a in policy.layers.items()}
-    return policy
-
-
-QUANT_DETAIL_FIELDS = {"granularity", "block_size", "weight_only", "accuracy_level", "dynamic",
-                       "mixed_low_bits_ratio", "share_bits"}
+    return _uniform(load_context(model), values)
 
 
 def apply_guarded(model: ModelLike, policy: Policy, output: str | Path | None = None,
                   runs: int = 60, **options: Any) -> tuple[onnx.ModelProto, str]:
-    """`apply` for a quantizing policy that must not make the model slower: candidates
-    timed beside the float model on onnxruntime (quant_guard); returns the model and a
-    one-line verdict."""
-    from onnxamc.quant_guard import guarded_int8, interleaved_ratios
+    """`apply` for a quantizing policy that must not make the model slower: its int8
+    placements timed beside the float model (workflows.int8_guard); returns the model
+    and a one-line verdict."""
+    from onnxamc.workflows.int8_guard import apply_guarded as guarded
 
     (config,) = split_options(options, RunConfig)
-    run = Run(model, config)
-    first = next(iter(run.calibration_feeds()))
-    feed = {k: v[:1] for k, v in first.items()}
-    result = guarded_int8(run.context.model, policy, run.calibration_feeds,
-                          interleaved_ratios(feed, config.threads or 1, runs),
-                          calibration_method=config.calibration_method,
-                          reconstruct=config.reconstruct, channel_multiple=config.channel_multiple,
-                          importance=config.importance)
-    onnx.checker.check_model(result.model)
+    out, verdict = guarded(Run(model, config), policy, runs)
     if output is not None:
-        save_model(result.model, output)
-    return result.model, result.message
+        save_model(out, output)
+    return out, verdict
 
 
 def apply(model: ModelLike, policy: Policy | str | Path, output: str | Path | None = None,

@@ -196,6 +196,8 @@ def uniform_policy(context, values: Mapping[str, Any]) -> Policy:
     for layer in context.info.layers:
         fitting = {k: v for k, v in checked.to_dict().items()
                    if OWNER[k].fits(layer, context)}
+        for action in {OWNER[k] for k in fitting}:  # e.g. bits=8: the int8 form that pays
+            fitting = action.uniform_fields(fitting, layer)
         policy.layers[layer.name] = LayerAction(**fitting)
     return policy
 

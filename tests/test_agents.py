@@ -41,7 +41,7 @@ def test_agent_learns_and_beats_random_search(agent, tmp_path):
     result, values = _run(agent, Weighted(0.3), BUDGET[agent], tmp_path, space=space)
     assert len(values) == BUDGET[agent]
     if agent in ("random", "qmc"):  # the baselines: they explore, and cover both choices
-        assert len({t.params["l1:bits"] for t in result.study.trials}) == 2
+        assert len({t.params["l1:quant"] for t in result.study.trials}) == 2
         return
     quarter = len(values) // 4
     assert sum(values[-quarter:]) > sum(values[:quarter])
@@ -78,10 +78,10 @@ def test_ddpg_wall_reports_an_unreachable_target():
 def test_action_table_is_one_entry_per_action():
     space = toy_space(["quant", "sparsity=0:0.5:0.1", "prune=0.5:1"])
     names = [p.name for p in space.params()]
-    assert names[:3] == ["l0:keep", "l0:sparsity", "l0:bits"]  # registry order
+    assert names[:3] == ["l0:keep", "l0:sparsity", "l0:quant"]  # registry order
     assert "l5:keep" not in names  # the logits layer's group is not prunable
     assert space.param("l1:sparsity").distribution.high == 0.5
-    policy = space.policy_from_params({"l1:keep": 0.5, "l2:bits": 8})
+    policy = space.policy_from_params({"l1:keep": 0.5, "l2:quant": 8})
     assert policy.action("l1").keep == 0.5 and policy.action("l2").bits == 8
     assert space.params_of(policy)["l1:keep"] == 0.5
     # keep shrinks the layer and the one reading its channels

@@ -319,7 +319,7 @@ def twin_convs_torchscript(tmp_path_factory) -> Path:
 
 
 def test_weights_shared_through_identity_quantize_and_fuse(twin_convs_torchscript):
-    from onnxamc.quant_guard import fusion_report
+    from onnxamc.runtime.fusion import fusion_report
 
     model = load_model(twin_convs_torchscript)
     producers = {o: n.op_type for n in model.graph.node for o in n.output}

@@ -14,7 +14,8 @@ from onnx import TensorProto as T, helper, numpy_helper
 
 from onnxamc.graph import analyze, load_model
 from onnxamc.policy import LayerAction, Policy
-from onnxamc.quant_guard import guard, guarded_int8, interleaved_ratios, pays
+from onnxamc.runtime.ratios import interleaved_ratios
+from onnxamc.workflows.int8_guard import guard, guarded_int8, pays
 
 FEED = {"x": np.random.default_rng(0).standard_normal((1, 32, 32, 32)).astype(np.float32)}
 

@@ -15,7 +15,7 @@ from onnxamc.passes.quant_patterns import (ABSORBED, COMPUTE, FUSED, INT8, ORT_C
                                            preferred_int8, role)
 from onnxamc.passes.quant_placement import place
 from onnxamc.passes.quantize import WeightSpec, _Feeds, quantize_static_layers, static_placement
-from onnxamc.quant_guard import fusion_report, optimized_graph
+from onnxamc.runtime.fusion import fusion_report, optimized_graph
 
 C = 8  # channels
 RNG = np.random.default_rng(0)

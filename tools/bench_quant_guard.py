@@ -14,7 +14,9 @@ import onnx
 from onnxamc import api
 from onnxamc.graph import analyze
 from onnxamc.passes.quantize import _Feeds, _quiet_root_logger
-from onnxamc.quant_guard import fusion_report, guarded_int8, interleaved_ratios
+from onnxamc.runtime.fusion import fusion_report
+from onnxamc.runtime.ratios import interleaved_ratios
+from onnxamc.workflows.int8_guard import guarded_int8
 
 ROWS = ("fp32", "ours", "ort u8/s8", "ort s8/s8")
 

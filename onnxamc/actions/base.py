@@ -83,6 +83,11 @@ class SearchSpec:
     seed: Any
     cost: str | None = None
     macs_factor: Callable[[Any], float] | None = None
+    param: str = ""  # the parameter's name after `layer:` (default: the field's)
+
+    @property
+    def name(self) -> str:
+        return self.param or self.field
 
 
 class Action:
@@ -107,6 +112,10 @@ class Action:
         cannot; the search offers it only where it fits)."""
         return True
 
+    def uniform_fields(self, fields: dict[str, Any], layer: "Layer") -> dict[str, Any]:
+        """The fields a uniform policy gives this layer (default: as asked)."""
+        return fields
+
     def unfit_reason(self, layer: "Layer", context: "ModelContext") -> str:
         """Why the layer cannot take this action (for the one-line error)."""
         return f"{self.name} does not apply to {layer.op_type} layers here"
@@ -114,6 +123,18 @@ class Action:
     def searched_on(self, layer: "Layer", context: "ModelContext") -> bool:
         """Where the search proposes it (default: wherever it fits)."""
         return self.fits(layer, context)
+
+    def search_choices(self, layer: "Layer", runtime: str) -> tuple | None:
+        """The values the search offers on this layer (None: the spec's values)."""
+        return None
+
+    def decode(self, value: Any) -> dict[str, Any]:
+        """The LayerAction fields a searched value stands for."""
+        return {} if value == self.search.identity else {self.search.field: value}
+
+    def encode(self, action: Any, choices: tuple) -> Any:
+        """The searched value that stands for a LayerAction's fields of this action."""
+        return getattr(action, self.search.field)
 
     def apply(self, context: "ModelContext", layers: Mapping[str, Any],
               job: "PassJob") -> "onnx.ModelProto":

@@ -29,6 +29,9 @@ WEIGHT_ONLY_OPS = ("MatMul", "Gemm")
 GRANULARITIES = ("per-channel", "per-tensor", "per-block")
 DEFAULT_BLOCK = {"per-block": 32, "weight_only": 128}
 MIXED_HIGH_BITS, MIXED_LOW_BITS = 8, 4
+FLOAT_FORM = "fp32"  # the searched form that leaves a layer float
+DETAIL_FIELDS = ("granularity", "block_size", "weight_only", "accuracy_level", "dynamic",
+                 "mixed_low_bits_ratio")
 
 
 def _power_of_two_block(v: int) -> bool:
@@ -68,10 +71,44 @@ class Quantize(Action):
               "`NAME.mix4` whose outputs are concatenated and put back in order",
               lambda v: 0 <= v < 1, "a number in [0, 1)"),
     )
-    search = SearchSpec("bits", (FLOAT_BITS, 8), identity=FLOAT_BITS, seed=8)
+    # Per layer the search offers the forms that pay for its op on the target's runtime
+    # (passes/quant_patterns: static int8 for convolutions, dynamic int8 or 4-bit
+    # weight-only for transformer MatMuls); `--actions quant=32/8` asks for bits instead.
+    search = SearchSpec("bits", (FLOAT_BITS, 8), identity=FLOAT_BITS, seed=8, param="quant")
 
     def fits(self, layer, context) -> bool:
         return layer.op_type in QUANTIZABLE_OPS
+
+    def search_choices(self, layer, runtime: str) -> tuple | None:
+        from onnxamc.passes.quant_patterns import forms_for
+
+        if layer.op_type not in QUANTIZABLE_OPS:
+            return ()
+        return (FLOAT_FORM,) + tuple(f.name for f in forms_for(layer.op_type, runtime))
+
+    def decode(self, value):
+        if not isinstance(value, str):  # bits, from a range given as quant=32/8
+            return {} if value == FLOAT_BITS else {"bits": value}
+        if value == FLOAT_FORM:
+            return {}
+        from onnxamc.passes.quant_patterns import form_named
+
+        return dict(form_named(value).fields)
+
+    def encode(self, action, choices):
+        if not choices or not isinstance(choices[0], str):
+            return action.bits
+        asked = {k: v for k, v in action.to_dict().items() if k in {f.name for f in self.fields}}
+        return next((c for c in choices if self.decode(c) == asked), FLOAT_FORM)
+
+    def uniform_fields(self, fields, layer):
+        """`bits=8` alone: the int8 form that pays for the layer's op on onnxruntime
+        (static for convolutions, dynamic for MatMul), or float where none does."""
+        if fields.get("bits") != 8 or set(fields) & set(DETAIL_FIELDS):
+            return fields
+        from onnxamc.passes.quant_patterns import preferred_int8
+
+        return {**fields, **(preferred_int8(layer.op_type) or {"bits": FLOAT_BITS})}
 
     def check(self, action, op_type):
         if op_type is not None and action.bits != FLOAT_BITS and op_type not in QUANTIZABLE_OPS:

@@ -115,6 +115,16 @@ def forms_for(op_type: str, runtime: str = "onnxruntime") -> list[QuantForm]:
     return list(FORMS[runtime].get(op_type, []))
 
 
+def form_named(name: str) -> QuantForm:
+    """A form by its name (any runtime's)."""
+    for forms in FORMS.values():
+        for form_list in forms.values():
+            for form in form_list:
+                if form.name == name:
+                    return form
+    raise ValueError(f"unknown quantization form {name!r}")
+
+
 def role(op_type: str, runtime: str = "onnxruntime") -> str | None:
     """compute / fused / int8 / absorbed, or None for an op the runtime keeps float."""
     entry = table_for(runtime).get(op_type)

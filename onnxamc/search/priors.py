@@ -88,10 +88,10 @@ def _options(space: SearchSpace, table) -> dict[str, list[tuple[float, Any, floa
     for layer, entries in table.items():
         for key, drop in entries.items():
             field, _, raw = key.partition("=")
-            param = space.param(f"{layer}:{field.strip()}")
+            param = _param_for(space, layer, field.strip())
             if param is None:
                 continue
-            value = _coerce(param, raw.strip())
+            value = _coerce(param, field.strip(), raw.strip())
             if value is None:
                 continue
             options.setdefault(param.name, []).append((param.compression(value), value,
@@ -99,13 +99,30 @@ def _options(space: SearchSpace, table) -> dict[str, list[tuple[float, Any, floa
     return options
 
 
-def _coerce(param, raw: str):
+def _param_for(space: SearchSpace, layer: str, field: str):
+    """The parameter of `layer` whose action owns the policy field `field`."""
+    return next((p for p in space.params() if space.layers[p.layer].name == layer
+                 and field in {f.name for f in p.action.fields}), None)
+
+
+def _coerce(param, field: str, raw: str):
     """The table's value as one the parameter's distribution holds, else None."""
     d = param.distribution
     try:
         number = float(raw)
     except ValueError:
         number = None
+    choices = getattr(d, "choices", ())
+    if choices and isinstance(choices[0], str):  # named forms: the one that means field=raw
+        from onnxamc.policy import LayerAction
+
+        try:
+            wanted = LayerAction.from_dict({field: number if number is not None else raw}, field)
+        except Exception:
+            return None
+        value = param.action.encode(wanted, choices)
+        return value if param.action.decode(value).get(field) == getattr(wanted, field) \
+            else None
     if hasattr(d, "choices"):
         for choice in d.choices:
             if str(choice) == raw or (number is not None and not isinstance(choice, str)

@@ -38,6 +38,10 @@ class LayerSlot:
     depthwise: bool = False
     features: tuple[float, ...] = ()  # Layer.features(): the raw AMC state
     takes: frozenset[str] = frozenset(SEARCHABLE)  # actions the search proposes on it
+    choices: tuple[tuple[str, tuple], ...] = ()  # (action, its values on this layer)
+
+    def choices_for(self, action: str) -> tuple | None:
+        return next((values for name, values in self.choices if name == action), None)
 
 
 @dataclass(frozen=True)
@@ -117,11 +121,13 @@ class SearchSpace:
                 self.ranges[name] = parse_range(name, spec)
             names.append(name)
         self.actions = names
-        self._params = [Param(f"{slot.name}:{action.search.field}", i, action,
-                              _distribution(self.ranges.get(name, action.search.values)))
-                        for i, slot in enumerate(self.layers)
-                        for name, action in SEARCHABLE.items()
-                        if name in names and name in slot.takes]
+        self._params = []
+        for i, slot in enumerate(self.layers):
+            for name, action in SEARCHABLE.items():
+                values = self.ranges.get(name) or slot.choices_for(name) or action.search.values
+                if name in names and name in slot.takes and _varies(values):
+                    self._params.append(Param(f"{slot.name}:{action.search.name}", i, action,
+                                              _distribution(values)))
         self._by_name = {p.name: p for p in self._params}
 
     # --- the parameters ----------------------------------------------------------
@@ -139,15 +145,18 @@ class SearchSpace:
     def params_of(self, policy: Policy) -> dict:
         """The trial params that reproduce `policy` (for enqueueing seed policies), each
         snapped to its range (a transferred policy may come from another range)."""
-        return {p.name: _nearest(p.distribution,
-                                 getattr(policy.action(self.layers[p.layer].name), p.spec.field))
-                for p in self._params}
+        out = {}
+        for p in self._params:
+            action = policy.action(self.layers[p.layer].name)
+            choices = getattr(p.distribution, "choices", ())
+            out[p.name] = _nearest(p.distribution, p.action.encode(action, choices))
+        return out
 
     def policy_from_params(self, params: dict) -> Policy:
         values: dict[str, dict] = {slot.name: {} for slot in self.layers}
         for p in self._params:
             if p.name in params:
-                values[self.layers[p.layer].name][p.spec.field] = params[p.name]
+                values[self.layers[p.layer].name].update(p.action.decode(params[p.name]))
         return Policy({name: LayerAction(**v) for name, v in values.items()})
 
     def seeds(self) -> list[Policy]:
@@ -159,8 +168,7 @@ class SearchSpace:
         chosen = [SEARCHABLE[n] for n in SEARCHABLE  # actions whose seed compresses
                   if n in self.actions and SEARCHABLE[n].search.seed != SEARCHABLE[n].search.identity]
         for group in [[a] for a in chosen] + ([chosen] if len(chosen) > 1 else []):
-            params = {p.name: _nearest(p.distribution, p.spec.seed)
-                      for p in self._params if p.action in group}
+            params = {p.name: _seed_value(p) for p in self._params if p.action in group}
             seed = self.policy_from_params(params)
             seed.meta = {"baseline": "uniform " + " + ".join(
                 f"{a.name}={a.search.seed:g}" for a in group)}
@@ -220,6 +228,19 @@ def parse_range(name: str, spec: str) -> FloatRange | tuple:
         form = "LOW:HIGH[:STEP] with HIGH-LOW a multiple of STEP" \
             if isinstance(base, FloatRange) else "A/B/... (e.g. 32/8)"
         raise ValueError(f"action range {name}={spec!r} is not {form}") from None
+
+
+def _varies(values: FloatRange | tuple) -> bool:
+    """More than one value to choose from (a layer with one form takes no parameter)."""
+    return isinstance(values, FloatRange) or len(values) > 1
+
+
+def _seed_value(p: Param) -> Any:
+    """The action's moderate value; for per-layer choices, the first that compresses."""
+    choices = getattr(p.distribution, "choices", None)
+    if choices and p.spec.seed not in choices:
+        return choices[1] if len(choices) > 1 else choices[0]
+    return _nearest(p.distribution, p.spec.seed)
 
 
 def suggest_value(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:

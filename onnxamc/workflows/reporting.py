@@ -67,5 +67,5 @@ def _actions(trial: optuna.trial.FrozenTrial) -> list[str]:
     """The searched actions, read off the trial's parameter names (layer:field)."""
     from onnxamc.actions import SEARCHABLE
 
-    fields = {name.rpartition(":")[2] for name in trial.params}
-    return [n for n, a in SEARCHABLE.items() if a.search.field in fields]
+    names = {name.rpartition(":")[2] for name in trial.params}
+    return [n for n, a in SEARCHABLE.items() if a.search.name in names]

@@ -109,7 +109,7 @@ class Run:
         out = apply_policy(self.context, policy, self.calibration_feeds,
                            self.config.calibration_method, reconstruct=prunes and reconstruct,
                            channel_multiple=self.config.channel_multiple,
-                           importance=self.config.importance)
+                           importance=self.config.importance, runtime=self.target.runtime)
         if check:
             from onnxamc.runtime.check import check_compressed
 

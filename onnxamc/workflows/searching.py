@@ -39,21 +39,26 @@ class SearchOutcome:
     model: onnx.ModelProto | None = None  # the written model
 
 
-def search_slots(context: ModelContext) -> list[LayerSlot]:
-    """The layer table as the search sees it, with the actions each layer takes."""
-    return [LayerSlot(layer.name, layer.op_type, int(layer.macs), int(layer.params),
-                      int(layer.c_in), int(layer.c_out), layer.depthwise,
-                      tuple(layer.features()),
-                      frozenset(n for n, a in SEARCHABLE.items() if a.searched_on(layer, context)))
-            for layer in context.info.layers]
+def search_slots(context: ModelContext, runtime: str = "onnxruntime") -> list[LayerSlot]:
+    """The layer table as the search sees it: the actions each layer takes and, where an
+    action offers per-layer values (quantization forms that pay on `runtime`), those."""
+    slots = []
+    for layer in context.info.layers:
+        takes = frozenset(n for n, a in SEARCHABLE.items() if a.searched_on(layer, context))
+        choices = tuple((n, values) for n, a in SEARCHABLE.items()
+                        if (values := a.search_choices(layer, runtime)) is not None)
+        slots.append(LayerSlot(layer.name, layer.op_type, int(layer.macs), int(layer.params),
+                               int(layer.c_in), int(layer.c_out), layer.depthwise,
+                               tuple(layer.features()), takes, choices))
+    return slots
 
 
 def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
     """Search per-layer policies, confirm the best by measuring again, write the result."""
     try:
         goal = parse_objective(config.objective, config.latency, config.max_drop, config.pick)
-        space = SearchSpace(search_slots(run.context), list(config.actions),
-                            cost=run.context.cost)
+        space = SearchSpace(search_slots(run.context, run.target.runtime),
+                            list(config.actions), cost=run.context.cost)
         sampler = make_sampler(config.agent, space, goal, run.config.seed, config.trials)
     except ValueError as exc:
         raise SearchError(str(exc)) from None
