@@ -251,7 +251,8 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
            sensitivity: str | Path | None = None, predictor: bool = False,
            warm_start: Policy | str | Path | None = None,
            warm_start_from: ModelLike = None, shaping: Shaping | None = None,
-           target: TargetLike = None, pick: str | None = None) -> SearchOutcome:
+           target: TargetLike = None, pick: str | None = None,
+           allow_emulated: bool = False) -> SearchOutcome:
     """Search per-layer policies with an agent (Optuna sampler), measuring latency on
     `target`, then write the best policy and its model.
 
@@ -266,7 +267,8 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     transferred to this model's layers by type and relative depth. `shaping` adds a
     diversity bonus and a penalty per removed layer to single objectives. `pick` (with
     objective "pareto") chooses the policy written from the front: "drop<=0.01",
-    "latency<=0.5", "size<=0.3" or "knee" (see search.pick).
+    "latency<=0.5", "size<=0.3" or "knee" (see search.pick). A board whose agent is
+    emulated (qemu) is refused unless `allow_emulated` (to try the workflow).
     Running it again with the same storage and study continues where it stopped.
     """
     target = load_target(target, threads)
@@ -287,7 +289,8 @@ def search(model: ModelLike = None, data: DataLike = DEFAULT_DATA,
     dataset = data_for(proto, data, eval_samples)
     calib = _lazy_calibration(proto, calibration, calibration_samples, data)
     reconstruct = "prune" in space.actions  # least-squares refit: AMC's cheap recovery
-    evaluator = Evaluator(proto, dataset, threads, latency_runs, target=target)
+    evaluator = Evaluator(proto, dataset, threads, latency_runs, target=target,
+                          allow_emulated=allow_emulated)
     original_size = serialized_size(proto)
 
     def evaluate_policy(policy: Policy) -> dict:

@@ -261,6 +261,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-samples", type=int, help="evaluate on the first N samples only")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-emulated", action="store_true",
+                   help="search on a board whose agent is emulated (qemu): its latency means "
+                        "nothing; only to try the board workflow")
     _calibration_args(p, with_method=False)
     _runtime_args(p, runs=50)
 
@@ -274,7 +277,7 @@ def _search_kwargs(args) -> dict:
                 seed=args.seed, agent=args.agent, objective=args.objective,
                 sensitivity=args.sensitivity, predictor=args.predictor,
                 warm_start=args.warm_start, warm_start_from=args.warm_start_from,
-                target=args.target, pick=args.pick)
+                target=args.target, pick=args.pick, allow_emulated=args.allow_emulated)
 
 
 def _calibration_args(p: argparse.ArgumentParser, with_method: bool = True) -> None:
@@ -399,6 +402,10 @@ def cmd_bench(args) -> int:
     return 0
 
 
+EMULATED_NOTE = ("EMULATED: latency measured on an emulated board ({}) means nothing about "
+                 "real hardware")
+
+
 def format_bench(names, results, threads: int | None) -> str:
     base = results[0]
     head = ["model", "accuracy", "latency ms (median)", "p90", "cv", "x latency", "size KB",
@@ -430,6 +437,9 @@ def format_bench(names, results, threads: int | None) -> str:
                  f"batch 1, {threads} thread(s), {runs} "
                  f"interleaved runs; ratios to {Path(names[0]).name}; energy (m)easured or "
                  "(e)stimated")
+    emulated = next((r.extra["emulated"] for r in results if r.extra.get("emulated")), None)
+    if emulated:
+        lines.append(EMULATED_NOTE.format(emulated))
     return "\n".join(lines)
 
 
@@ -519,6 +529,8 @@ def _print_search(outcome) -> bool:
           f"(original {100 * o.accuracy:.2f}%), latency x{c.latency_ratio:.3f} "
           f"({c.latency.median_ms:.3f} ms vs {o.latency.median_ms:.3f} ms, "
           f"re-measured interleaved), size x{c.size_bytes / o.size_bytes:.3f}")
+    if c.extra.get("emulated"):
+        print(EMULATED_NOTE.format(c.extra["emulated"]), file=sys.stderr)
     if r.predictor:
         print("predictor: {evaluations_saved} evaluations saved, {wrong} of {audited} audited "
               "skips wrong".format(**r.predictor))
@@ -591,30 +603,62 @@ def cmd_targets(args) -> int:
 def cmd_device_serve(args) -> int:
     from onnxamc import api
 
-    server = api.device_serve(args.host, args.port, args.tracker, args.key)
-    where = f", registered with tracker {args.tracker} as {args.key!r}" if args.tracker else ""
-    print(f"onnxamc device agent on {args.host}:{server.port}{where}; Ctrl-C stops it",
-          flush=True)
-    return _run_until_stopped(server, "agent's server")
+    def start():
+        server = api.device_serve(args.host, args.port, args.tracker, args.key)
+        where = f", registered with tracker {args.tracker} as {args.key!r}" if args.tracker \
+            else ""
+        print(f"onnxamc device agent on {args.host}:{server.port}{where}; Ctrl-C stops it",
+              flush=True)
+        return server
+    return _run_until_stopped(start, "agent's server")
 
 
 def cmd_device_tracker(args) -> int:
     from onnxamc import api
 
-    tracker = api.device_tracker(args.host, args.port)
-    print(f"tracker on {args.host}:{tracker.port}; Ctrl-C stops it", flush=True)
-    return _run_until_stopped(tracker, "tracker")
+    def start():
+        tracker = api.device_tracker(args.host, args.port)
+        print(f"tracker on {args.host}:{tracker.port}; Ctrl-C stops it", flush=True)
+        return tracker
+    return _run_until_stopped(start, "tracker")
 
 
-def _run_until_stopped(server, what: str) -> int:
-    """Wait while TVM's server process lives; Ctrl-C (KeyboardInterrupt) stops it."""
+def _run_until_stopped(start, what: str) -> int:
+    """Start TVM's server and wait while its process lives. Ctrl-C, SIGTERM or SIGHUP
+    (also while it starts) stop it and its worker processes: exit 0; a server process
+    that ends by itself: exit 1."""
+    import signal
     import time
 
+    from onnxamc.runtime.agent import stop
+
+    class Stopped(Exception):
+        pass
+
+    def on_signal(signum, frame):
+        raise Stopped(signal.Signals(signum).name)
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, on_signal) for s in handled}
+    why, server = None, None
     try:
+        server = start()
         while server.proc is not None and server.proc.is_alive():
-            time.sleep(1)
+            time.sleep(0.5)
+    except Stopped as exc:
+        why = str(exc)
     finally:
-        server.terminate()
+        for s in handled:  # a second Ctrl-C must not break the clean-up
+            signal.signal(s, signal.SIG_IGN)
+        try:
+            if server is not None:
+                stop(server)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    if why:
+        print(f"onnxamc: the {what} stopped ({why})", file=sys.stderr)
+        return 0
     print(f"onnxamc: the {what} process ended", file=sys.stderr)
     return 1
 

@@ -90,7 +90,8 @@ class Evaluator:
 
     def __init__(self, reference: onnx.ModelProto, data: Dataset,
                  threads: int = DEFAULT_THREADS, latency_runs: int = 50,
-                 latency_warmup: int = 10, target: Target | str | None = None):
+                 latency_warmup: int = 10, target: Target | str | None = None,
+                 allow_emulated: bool = False):
         self.target = load_target(target, threads if target is None else None)
         self.reference = reference
         self.data = data
@@ -105,7 +106,8 @@ class Evaluator:
             self.targets = self.reference_outputs.reshape(len(data), -1).argmax(axis=1)
             self.accuracy_kind = "fidelity"
         self.reference_accuracy = top1(self.reference_outputs, self.targets)
-        self.meter, self.feed = TargetMeter(self.target), data.one()
+        # a search never optimises on latency measured under emulation unless told to
+        self.meter, self.feed = TargetMeter(self.target, allow_emulated), data.one()
         self.reference_prepared = self.meter.prepare(reference, self.feed)
 
     def predict(self, session) -> np.ndarray:
@@ -124,6 +126,8 @@ class Evaluator:
                 metrics.latency_ratio = cand.median_ms / ref.median_ms
                 metrics.extra["reference_latency"] = ref.to_dict()
                 metrics.extra["energy"] = energy(prepared, self.target, metrics).to_dict()
+                if self.meter.emulated:
+                    metrics.extra["emulated"] = self.meter.emulated
         metrics.extra["accuracy_drop"] = self.reference_accuracy - accuracy
         return metrics
 
@@ -180,4 +184,6 @@ def compare(models: Sequence[onnx.ModelProto], data: Dataset | None,
         results[i].extra["energy"] = energy(prepared[i], target, results[i]).to_dict()
         if meter.device_info:
             results[i].extra["device"] = meter.device_info
+        if meter.emulated:  # the label travels with the numbers: they mean nothing
+            results[i].extra["emulated"] = meter.emulated
     return results

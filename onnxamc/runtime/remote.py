@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxamc.errors import DeviceUnreachableError, OnnxAmcError
-from onnxamc.runtime.agent import DESCRIBE, TIME_ONNX
+from onnxamc.runtime.agent import DESCRIBE, RUN_ONNX, TIME_ONNX
 from onnxamc.runtime.target import Remote, Target
 
 
@@ -61,15 +61,25 @@ class RemoteSession:
             self._feed_names[key] = self.upload(buf.getvalue(), ".npz")
         return self._feed_names[key]
 
+    def _ort_config(self, **extra) -> str:
+        return json.dumps({"threads": self.target.threads, "device": self.remote.device,
+                           "provider_options": self.target.provider_options,
+                           "io_binding": self.target.io_binding, **extra})
+
     def time_onnx(self, model_name: str, feed: dict[str, np.ndarray], warmup: int,
                   runs: int) -> list[float]:
         """Per-run ms of an uploaded ONNX model under onnxruntime on the board."""
-        config = {"threads": self.target.threads, "device": self.remote.device,
-                  "provider_options": self.target.provider_options,
-                  "io_binding": self.target.io_binding, "warmup": warmup, "runs": runs}
         reply = json.loads(self._call(TIME_ONNX, model_name, self.upload_feed(feed),
-                                      json.dumps(config)))
+                                      self._ort_config(warmup=warmup, runs=runs)))
         return reply["samples_ms"]
+
+    def onnx_outputs(self, model_name: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs of an uploaded ONNX model for a feed, computed by onnxruntime on
+        the board and downloaded."""
+        name = self._call(RUN_ONNX, model_name, self.upload_feed(feed), self._ort_config())
+        data = self._guard(lambda: bytes(self.session.download(name)))
+        with np.load(io.BytesIO(data)) as arrays:
+            return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
 
     def load_tvm(self, library_name: str, feed: dict[str, np.ndarray]):
         """A Relax VM on the board for an uploaded library, with inputs set."""
@@ -81,13 +91,13 @@ class RemoteSession:
             if self.remote.device == "cpu":
                 self.session.get_function("runtime.config_threadpool")(1, self.target.threads)
             vm = relax.VirtualMachine(self.session.load_module(library_name), dev)
-            vm.set_input("main", *[tvm.runtime.tensor(np.ascontiguousarray(v), dev)
-                                   for v in feed.values()])
-            return vm, dev
+            inputs = [tvm.runtime.tensor(np.ascontiguousarray(v), dev) for v in feed.values()]
+            vm.set_input("main", *inputs)
+            return vm, dev, inputs
         return self._guard(load)
 
     def time_tvm(self, loaded, warmup: int, runs: int) -> list[float]:
-        vm, dev = loaded
+        vm, dev, _ = loaded
 
         def timed():
             if warmup:
@@ -95,6 +105,13 @@ class RemoteSession:
             result = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=runs)("main")
             return [r * 1e3 for r in result.results]
         return self._guard(timed)
+
+    def tvm_outputs(self, loaded) -> list[np.ndarray]:
+        """The outputs of a loaded library for the inputs it was loaded with, copied back."""
+        from onnxamc.runtime.tvm_build import flatten_outputs
+
+        vm, _, inputs = loaded
+        return self._guard(lambda: [t.numpy() for t in flatten_outputs(vm["main"](*inputs))])
 
     def _call(self, name: str, *args):
         return self._guard(lambda: self.session.get_function(name)(*args))
