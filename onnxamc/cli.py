@@ -261,6 +261,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-samples", type=int, help="evaluate on the first N samples only")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--verify-runs", type=int, default=200,
+                   help="timed runs when the best policies are re-measured side by side with "
+                        "the original at the end (default 200; fewer on a slow board)")
     p.add_argument("--allow-emulated", action="store_true",
                    help="search on a board whose agent is emulated (qemu): its latency means "
                         "nothing; only to try the board workflow")
@@ -277,7 +280,8 @@ def _search_kwargs(args) -> dict:
                 seed=args.seed, agent=args.agent, objective=args.objective,
                 sensitivity=args.sensitivity, predictor=args.predictor,
                 warm_start=args.warm_start, warm_start_from=args.warm_start_from,
-                target=args.target, pick=args.pick, allow_emulated=args.allow_emulated)
+                target=args.target, pick=args.pick, allow_emulated=args.allow_emulated,
+                verify_runs=args.verify_runs)
 
 
 def _calibration_args(p: argparse.ArgumentParser, with_method: bool = True) -> None:

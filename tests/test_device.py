@@ -73,11 +73,13 @@ def tracker():
 
 
 def start_agent(tracker_port: int, key: str, env: dict | None = None) -> subprocess.Popen:
-    """`onnxamc device serve` as a user runs it, once registered with the tracker."""
+    """`onnxamc device serve` as a user runs it (in a process group of its own), once
+    registered with the tracker."""
     proc = subprocess.Popen([sys.executable, "-m", "onnxamc.cli", "device", "serve", "--port",
                              str(free_port()), "--tracker", f"127.0.0.1:{tracker_port}",
                              "--key", key], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, env={**os.environ, **(env or {})})
+                            text=True, env={**os.environ, **(env or {})},
+                            start_new_session=True)
     target = remote_target("onnxruntime", tracker_port, key=key)
     deadline = time.time() + 60
     while devices_under_key(target.remote) == 0:
@@ -303,3 +305,59 @@ def test_ctrl_c_stops_a_tracker_on_another_address():
     tracker not on 127.0.0.1 was a ConnectionRefusedError traceback."""
     argv = ["tracker", "--host", "127.0.0.2", "--port", str(free_port())]
     _stops_cleanly(argv, "127.0.0.2", lambda p: os.killpg(p.pid, signal.SIGINT))
+
+
+def test_search_stops_in_one_line_when_the_agent_dies_and_resumes(tracker, tiny_cnn, tmp_path):
+    """The agent killed in the middle of a search: exit 2 and one line (no Optuna
+    traceback); the trial it cut off is queued again, and the same command with an agent
+    back finishes the study."""
+    import optuna
+
+    from onnxamc.search import open_storage
+
+    key = KEY + "-dies"
+    target = tmp_path / "board.toml"
+    target.write_text(f'runtime = "onnxruntime"\ndevice = "remote"\n[remote]\nkey = "{key}"\n'
+                      f'tracker = "127.0.0.1:{tracker.port}"\ntimeout = 20\nretries = 0\n')
+    cmd = [sys.executable, "-m", "onnxamc.cli", "search", str(tiny_cnn), "--data", "digits",
+           "--calibration", "digits", "--calibration-samples", "16", "--eval-samples", "100",
+           "--runs", "3", "--verify-runs", "3", "--trials", "4", "--actions", "quant,sparsity",
+           "--target", str(target), "--storage", str(tmp_path / "d.journal"), "--study", "d",
+           "-o", str(tmp_path / "d.onnx"), "--no-progress"]
+
+    def complete():
+        with contextlib.suppress(Exception):
+            study = optuna.load_study(study_name="d", storage=open_storage(tmp_path / "d.journal"))
+            return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        return []
+    agent = start_agent(tracker.port, key)
+    search = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not complete() and time.time() < deadline and search.poll() is None:
+            time.sleep(0.2)
+        assert search.poll() is None and complete(), "the search ended before the kill"
+        os.killpg(agent.pid, signal.SIGKILL)  # the agent and TVM's worker, as a crash would
+        agent.wait()
+        stderr = search.communicate(timeout=120)[1]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(agent.pid, signal.SIGKILL)
+        if search.poll() is None:
+            search.kill()
+    assert search.returncode == 2, stderr
+    assert len(stderr.strip().splitlines()) == 1 and "unreachable" in stderr, stderr
+    kept = len(complete())
+    assert 1 <= kept < 4
+
+    agent = start_agent(tracker.port, key)
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    finally:
+        stop(agent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    study = optuna.load_study(study_name="d", storage=open_storage(tmp_path / "d.journal"))
+    done = [t.params for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+    cut = [t for t in study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+           if t.user_attrs.get("interrupted")]
+    assert len(done) == 4 and all(t.params in done for t in cut if t.params)

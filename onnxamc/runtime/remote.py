@@ -125,7 +125,7 @@ class RemoteSession:
         except Exception as exc:
             text = str(exc).strip().splitlines()
             if any(s in str(exc) for s in ("Socket", "socket", "closed", "Connection", "RPC")):
-                raise DeviceUnreachableError(f"{self._what()}: connection lost "
+                raise DeviceUnreachableError(f"{self._what()} is unreachable: connection lost "
                                              f"({text[-1] if text else type(exc).__name__})") \
                     from None
             raise
@@ -147,7 +147,8 @@ def _with_timeout(fn, timeout: float, what: str):
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        raise DeviceUnreachableError(f"{what}: no answer within {timeout:g} s")
+        raise DeviceUnreachableError(f"{what} is unreachable: no answer within {timeout:g} s "
+                                     "(the target file's remote.timeout)")
     if "error" in box:
         raise box["error"]
     return box.get("value")
@@ -179,7 +180,9 @@ def tracker_summary(remote: Remote, timeout: float | None = None) -> dict:
         reply = base.recvjson(sock)
         return reply[1]
     except (OSError, RuntimeError) as exc:
-        raise DeviceUnreachableError(f"{where} did not answer ({exc})") from None
+        raise DeviceUnreachableError(f"{where} is unreachable: it did not answer "
+                                     f"({(str(exc).splitlines() or [type(exc).__name__])[0]})") \
+            from None
     finally:
         sock.close()
 
@@ -197,8 +200,9 @@ def require_device(remote: Remote) -> None:
 
 
 def _no_device(remote: Remote) -> str:
-    return (f"no device registered under key {remote.key!r} at tracker {remote.tracker} "
-            f"(is `onnxamc device serve --tracker ... --key {remote.key}` running on the board?)")
+    return (f"device {remote.key!r} is unreachable: none registered under that key at tracker "
+            f"{remote.tracker} (is `onnxamc device serve --tracker ... --key {remote.key}` "
+            "running on the board?)")
 
 
 def _request_with_retries(remote: Remote):
@@ -224,8 +228,9 @@ def _request_with_retries(remote: Remote):
         except DeviceUnreachableError as exc:
             last = exc
         except (RuntimeError, OSError) as exc:
-            last = DeviceUnreachableError(f"device {remote.key!r} at tracker {remote.tracker}: "
-                                          f"session refused ({str(exc).splitlines()[0]})")
+            last = DeviceUnreachableError(f"device {remote.key!r} at tracker {remote.tracker} is "
+                                          f"unreachable: session refused "
+                                          f"({str(exc).splitlines()[0]})")
     raise last
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import optuna
 
-from onnxamc.errors import EvaluationError, SearchError
+from onnxamc.errors import DeviceUnreachableError, EvaluationError, SearchError
 from onnxamc.policy import Policy
 from onnxamc.search.objective import Objective, Shaping, objective_values
 from onnxamc.search.pareto import pareto_indices
@@ -139,7 +139,7 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
                 raise optuna.TrialPruned("predicted far worse than the best so far")
             try:
                 metrics = evaluate(policy)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, DeviceUnreachableError):  # the next run re-tries it
                 trial.set_user_attr("interrupted", True)
                 raise
             except EvaluationError as exc:
@@ -172,6 +172,8 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
             if best is not None:
                 bar.set_postfix_str(_summary(best[0].user_attrs.get("metrics", {})))
         callbacks.append(update)
+    quiet = _QuietStop()  # the caller says in one line why the search stopped
+    optuna.logging.get_logger("optuna.study._optimize").addFilter(quiet)
     try:
         for _ in range(MAX_ROUNDS):  # trials the predictor skipped do not use the budget
             remaining = n_trials - _evaluated(study)
@@ -181,6 +183,7 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
             study.optimize(objective_fn, n_trials=remaining, timeout=left,
                            callbacks=callbacks, catch=(EvaluationError,), gc_after_trial=False)
     finally:
+        optuna.logging.get_logger("optuna.study._optimize").removeFilter(quiet)
         if bar is not None:
             bar.close()
     seconds = time.time() - start
@@ -193,6 +196,26 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
     trial, feasible = best
     return SearchResult(study, trial, feasible, space.policy_from_params(trial.params), new,
                         seconds, front, hits[0], stats)
+
+
+class _QuietStop:
+    """Drops Optuna's log of a trial that stopped the search (an unreachable device,
+    Ctrl-C): its traceback and its "failed with value None" line. The trial is queued
+    again on the next run, and the caller reports the reason in one line."""
+
+    STOPS = (DeviceUnreachableError, KeyboardInterrupt)
+
+    def __init__(self):
+        self.dropping = False
+
+    def filter(self, record) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.STOPS):
+            self.dropping = True
+            return False
+        if self.dropping and "failed with value" in record.getMessage():
+            self.dropping = False
+            return False
+        return True
 
 
 def space_metrics(space: SearchSpace, params: dict, vector: list[float],
