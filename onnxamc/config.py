@@ -77,6 +77,7 @@ class SearchConfig:
     warm_start: Any = None  # a policy tried first
     warm_start_from: Any = None  # the model warm_start was found for (transfer it)
     shaping: Any = None  # search.Shaping
+    allow_emulated: bool = False  # search on an emulated board (its latency means nothing)
 
     def __post_init__(self):
         _at_least(self, "trials", 1)

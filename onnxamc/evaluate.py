@@ -40,14 +40,16 @@ class Evaluator:
 
     def __init__(self, reference: ModelContext | onnx.ModelProto, data: Dataset | None,
                  target: Target | str | None = None, *, quality: Quality | None = None,
-                 runs: int = 50, warmup: int = 10, measure_energy: bool = True):
+                 runs: int = 50, warmup: int = 10, measure_energy: bool = True,
+                 allow_emulated: bool = True):
         self.reference = reference if isinstance(reference, ModelContext) \
             else ModelContext(reference)
         self.data = data
         self.target = load_target(target)
         self.quality = quality or default_quality(None if data is None else data.labels)
         self.runs, self.warmup, self.measure_energy = runs, warmup, measure_energy
-        self.meter = TargetMeter(self.target)
+        # a search refuses latency measured under emulation (allow_emulated=False)
+        self.meter = TargetMeter(self.target, allow_emulated)
         self.feed = (data if data is not None else random_data(self.reference.inputs, 1)).one()
 
     # --- what is computed once --------------------------------------------------------
@@ -119,6 +121,7 @@ class Evaluator:
             ref_stats, stats = stats[0], stats[1:]
             self.reference_metrics.latency = ref_stats
             self.reference_metrics.device = self.meter.device_info
+            self.reference_metrics.emulated = self.meter.emulated
             if self.reference_metrics.energy is None:
                 self.reference_metrics.energy = self._energy(self._reference_prepared,
                                                              self.reference_metrics)
@@ -126,6 +129,7 @@ class Evaluator:
             results[i].latency = latency
             results[i].energy = self._energy(prepared[i], results[i])
             results[i].device = self.meter.device_info
+            results[i].emulated = self.meter.emulated  # the label travels with the numbers
 
     def _prepare(self, model, metrics: Metrics) -> Prepared | None:
         try:

@@ -34,6 +34,7 @@ class Metrics:
     latency_error: str | None = None  # why it has no latency
     energy: dict | None = None  # runtime.energy.Energy.to_dict(): measured or estimated
     device: dict | None = None  # what a remote board said of itself
+    emulated: str | None = None  # how the board that measured is emulated: latency means nothing
     # relative to the reference model, measured in the same run
     quality_drop: float | None = None  # reference quality - quality (sign: worse is positive)
     latency_ratio: float | None = None  # median / reference median (inf: unsupported)

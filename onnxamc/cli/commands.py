@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 from onnxamc.cli import tables
@@ -180,31 +179,27 @@ def targets(args) -> int:
 
 def device_serve(args) -> int:
     from onnxamc import api
+    from onnxamc.cli.serving import run_until_stopped
 
-    server = api.device_serve(args.host, args.port, args.tracker, args.key)
-    where = f", registered with tracker {args.tracker} as {args.key!r}" if args.tracker else ""
-    print(f"onnxamc device agent on {args.host}:{server.port}{where}; Ctrl-C stops it",
-          flush=True)
-    return _run_until_stopped(server, "agent's server")
+    def start():
+        server = api.device_serve(args.host, args.port, args.tracker, args.key)
+        where = f", registered with tracker {args.tracker} as {args.key!r}" if args.tracker \
+            else ""
+        print(f"onnxamc device agent on {args.host}:{server.port}{where}; Ctrl-C stops it",
+              flush=True)
+        return server
+    return run_until_stopped(start, "agent's server")
 
 
 def device_tracker(args) -> int:
     from onnxamc import api
+    from onnxamc.cli.serving import run_until_stopped
 
-    tracker = api.device_tracker(args.host, args.port)
-    print(f"tracker on {args.host}:{tracker.port}; Ctrl-C stops it", flush=True)
-    return _run_until_stopped(tracker, "tracker")
-
-
-def _run_until_stopped(server, what: str) -> int:
-    """Wait while TVM's server process lives; Ctrl-C (KeyboardInterrupt) stops it."""
-    try:
-        while server.proc is not None and server.proc.is_alive():
-            time.sleep(1)
-    finally:
-        server.terminate()
-    print(f"onnxamc: the {what} process ended", file=sys.stderr)
-    return 1
+    def start():
+        tracker = api.device_tracker(args.host, args.port)
+        print(f"tracker on {args.host}:{tracker.port}; Ctrl-C stops it", flush=True)
+        return tracker
+    return run_until_stopped(start, "tracker")
 
 
 def _search_options(args) -> dict:
@@ -215,7 +210,8 @@ def _search_options(args) -> dict:
                 runs=args.runs, seed=args.seed, agent=args.agent, objective=args.objective,
                 sensitivity=args.sensitivity, predictor=args.predictor,
                 warm_start=args.warm_start, warm_start_from=args.warm_start_from,
-                target=args.target, pick=args.pick, progress=not args.no_progress)
+                target=args.target, pick=args.pick, progress=not args.no_progress,
+                verify_runs=args.verify_runs, allow_emulated=args.allow_emulated)
 
 
 def _interrupted() -> int:
@@ -237,4 +233,6 @@ def _print_search(outcome) -> bool:
               if rule else "warning: no policy met the objective's constraint; wrote the "
               "closest one", file=sys.stderr)
     print("\n".join(tables.search_summary(outcome)))
+    if outcome.compressed.emulated:
+        print(tables.EMULATED_NOTE.format(outcome.compressed.emulated), file=sys.stderr)
     return True

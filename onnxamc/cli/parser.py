@@ -279,6 +279,12 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=RunConfig.seed,
                    help="sampler seed (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--verify-runs", type=int, default=RunConfig.verify_runs,
+                   help="timed runs when the best policies are re-measured side by side with "
+                        "the original at the end (default %(default)s; fewer on a slow board)")
+    p.add_argument("--allow-emulated", action="store_true",
+                   help="search on a board whose agent is emulated (qemu): its latency means "
+                        "nothing; only to try the board workflow")
     _calibration_args(p, with_method=False)
     _runtime_args(p, runs=RunConfig.runs)
 

@@ -52,6 +52,10 @@ def structure(groups, blocks) -> str:
     return "\n".join(lines)
 
 
+EMULATED_NOTE = ("EMULATED: latency measured on an emulated board ({}) means nothing about "
+                 "real hardware")
+
+
 def bench(names: Sequence[str], results: Sequence[Metrics], threads: int | None) -> str:
     base = results[0]
     head = ["model", base.metric, "latency ms (median)", "p90", "cv", "x latency", "size KB",
@@ -72,10 +76,12 @@ def bench(names: Sequence[str], results: Sequence[Metrics], threads: int | None)
     timed = next((r for r in results if r.latency), None)
     runs = timed.latency.runs if timed else 0
     quality = f"{base.metric}" if base.quality is not None else "none (no data)"
+    emulated = next((r.emulated for r in results if r.emulated), None)
     return (aligned(rows, set(range(1, len(rows[0])))) + "\n\n"
             + f"quality: {quality}; latency on target {base.target or 'cpu-ort'}: batch 1, "
               f"{threads or 'the target'}'s thread(s), {runs} interleaved runs; ratios to "
-              f"{Path(names[0]).name}; energy (m)easured or (e)stimated")
+              f"{Path(names[0]).name}; energy (m)easured or (e)stimated"
+            + ("\n" + EMULATED_NOTE.format(emulated) if emulated else ""))
 
 
 def before_after(rows: dict[str, Metrics]) -> str:

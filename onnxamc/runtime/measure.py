@@ -3,8 +3,12 @@
 `TargetMeter.prepare` turns a model into what the target runs (an onnxruntime session,
 a TVM VM, or the bytes to upload to a board); `time` measures several prepared models
 side by side: interleaved run by run on this machine, or in alternating blocks within
-one RPC session on a board. A model the runtime cannot take raises
-UnsupportedOnTargetError from `prepare`.
+one RPC session on a board; `outputs` computes a prepared model's outputs where it runs.
+A model the runtime cannot take raises UnsupportedOnTargetError from `prepare`.
+
+A board whose agent says it is emulated (qemu) is labelled in `emulated`; a meter made
+with `allow_emulated=False` (the search's) refuses it before any work: latency measured
+under emulation means nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from onnxamc.errors import TargetError
 from onnxamc.runtime.latency import LatencyStats, measure_interleaved
 from onnxamc.runtime.target import Target
 
@@ -37,8 +42,9 @@ class Prepared:
 class TargetMeter:
     """Prepares and times models on one target (checks the target can run here first)."""
 
-    def __init__(self, target: Target):
+    def __init__(self, target: Target, allow_emulated: bool = True):
         self.target = target
+        self.allow_emulated = allow_emulated
         self.device_info: dict | None = None
         if target.runtime == "tvm":
             from onnxamc.runtime.tvm_build import require_tvm
@@ -49,9 +55,25 @@ class TargetMeter:
 
             check_cuda_provider(target)
         if target.is_remote:  # fail before compiling anything for a board nobody serves
-            from onnxamc.runtime.remote import require_device
+            from onnxamc.runtime.remote import RemoteSession, require_device
 
             require_device(target.remote)
+            if not allow_emulated:
+                with RemoteSession(target) as session:
+                    self._note_device(session.describe())
+
+    @property
+    def emulated(self) -> str | None:
+        """How the board that measured last is emulated (None: real hardware, or local)."""
+        return (self.device_info or {}).get("emulated")
+
+    def _note_device(self, info: dict) -> None:
+        self.device_info = info
+        if self.emulated and not self.allow_emulated:
+            raise TargetError(
+                f"target {self.target.name}: device {self.target.remote.key!r} is emulated "
+                f"({self.emulated}); latency measured there means nothing, so a search does "
+                "not optimise on it (--allow-emulated runs it anyway, to try the workflow)")
 
     def prepare(self, model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> Prepared:
         import time
@@ -96,16 +118,12 @@ class TargetMeter:
         from onnxamc.runtime.remote import RemoteSession
 
         rounds = max(1, min(REMOTE_ROUNDS, runs))
-        block = max(1, runs // rounds)
+        blocks = [runs // rounds + (r < runs % rounds) for r in range(rounds)]
         samples: list[list[float]] = [[] for _ in prepared]
         with RemoteSession(self.target) as session:
-            self.device_info = session.describe()
-            handles = []
-            for p in prepared:
-                suffix = ".onnx" if p.kind == "onnx" else ".so"
-                name = session.upload(p.upload, suffix)
-                handles.append(name if p.kind == "onnx" else session.load_tvm(name, feed))
-            for r in range(rounds):
+            self._note_device(session.describe())
+            handles = [self._load_remote(session, p, feed) for p in prepared]
+            for r, block in enumerate(blocks):
                 order = range(len(prepared)) if r % 2 == 0 else reversed(range(len(prepared)))
                 for i in order:
                     w = warmup if r == 0 else 1
@@ -114,6 +132,27 @@ class TargetMeter:
                     else:
                         samples[i] += session.time_tvm(handles[i], w, block)
         return [LatencyStats.from_samples(np.asarray(s) / 1e3) for s in samples]
+
+    @staticmethod
+    def _load_remote(session, prepared: Prepared, feed):
+        """Upload one prepared model; a TVM library is also loaded in a VM on the board."""
+        if prepared.kind == "onnx":
+            return session.upload(prepared.upload, ".onnx")
+        return session.load_tvm(session.upload(prepared.upload, ".so"), feed)
+
+    def outputs(self, prepared: Prepared, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The model's outputs for a feed, computed where the target runs it (on a board:
+        by the board, then copied back), to compare with the host's."""
+        if not self.target.is_remote:
+            return [np.asarray(o) for o in prepared.outputs(feed)]
+        from onnxamc.runtime.remote import RemoteSession
+
+        with RemoteSession(self.target) as session:
+            self._note_device(session.describe())
+            handle = self._load_remote(session, prepared, feed)
+            if prepared.kind == "onnx":
+                return session.onnx_outputs(handle, feed)
+            return session.tvm_outputs(handle)
 
 
 def measure_models(target: Target, models: list[onnx.ModelProto], feed: dict[str, np.ndarray],

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxamc.errors import DeviceUnreachableError, OnnxAmcError
-from onnxamc.runtime.agent import DESCRIBE, TIME_ONNX
+from onnxamc.runtime.agent import DESCRIBE, RUN_ONNX, TIME_ONNX
 from onnxamc.runtime.target import Remote, Target
 
 
@@ -61,15 +61,25 @@ class RemoteSession:
             self._feed_names[key] = self.upload(buf.getvalue(), ".npz")
         return self._feed_names[key]
 
+    def _ort_config(self, **extra) -> str:
+        return json.dumps({"threads": self.target.threads, "device": self.remote.device,
+                           "provider_options": self.target.provider_options,
+                           "io_binding": self.target.io_binding, **extra})
+
     def time_onnx(self, model_name: str, feed: dict[str, np.ndarray], warmup: int,
                   runs: int) -> list[float]:
         """Per-run ms of an uploaded ONNX model under onnxruntime on the board."""
-        config = {"threads": self.target.threads, "device": self.remote.device,
-                  "provider_options": self.target.provider_options,
-                  "io_binding": self.target.io_binding, "warmup": warmup, "runs": runs}
         reply = json.loads(self._call(TIME_ONNX, model_name, self.upload_feed(feed),
-                                      json.dumps(config)))
+                                      self._ort_config(warmup=warmup, runs=runs)))
         return reply["samples_ms"]
+
+    def onnx_outputs(self, model_name: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs of an uploaded ONNX model for a feed, computed by onnxruntime on
+        the board and downloaded."""
+        name = self._call(RUN_ONNX, model_name, self.upload_feed(feed), self._ort_config())
+        data = self._guard(lambda: bytes(self.session.download(name)))
+        with np.load(io.BytesIO(data)) as arrays:
+            return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
 
     def load_tvm(self, library_name: str, feed: dict[str, np.ndarray]):
         """A Relax VM on the board for an uploaded library, with inputs set."""
@@ -81,13 +91,13 @@ class RemoteSession:
             if self.remote.device == "cpu":
                 self.session.get_function("runtime.config_threadpool")(1, self.target.threads)
             vm = relax.VirtualMachine(self.session.load_module(library_name), dev)
-            vm.set_input("main", *[tvm.runtime.tensor(np.ascontiguousarray(v), dev)
-                                   for v in feed.values()])
-            return vm, dev
+            inputs = [tvm.runtime.tensor(np.ascontiguousarray(v), dev) for v in feed.values()]
+            vm.set_input("main", *inputs)
+            return vm, dev, inputs
         return self._guard(load)
 
     def time_tvm(self, loaded, warmup: int, runs: int) -> list[float]:
-        vm, dev = loaded
+        vm, dev, _ = loaded
 
         def timed():
             if warmup:
@@ -95,6 +105,13 @@ class RemoteSession:
             result = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=runs)("main")
             return [r * 1e3 for r in result.results]
         return self._guard(timed)
+
+    def tvm_outputs(self, loaded) -> list[np.ndarray]:
+        """The outputs of a loaded library for the inputs it was loaded with, copied back."""
+        from onnxamc.runtime.tvm_build import flatten_outputs
+
+        vm, _, inputs = loaded
+        return self._guard(lambda: [t.numpy() for t in flatten_outputs(vm["main"](*inputs))])
 
     def _call(self, name: str, *args):
         return self._guard(lambda: self.session.get_function(name)(*args))
@@ -108,7 +125,7 @@ class RemoteSession:
         except Exception as exc:
             text = str(exc).strip().splitlines()
             if any(s in str(exc) for s in ("Socket", "socket", "closed", "Connection", "RPC")):
-                raise DeviceUnreachableError(f"{self._what()}: connection lost "
+                raise DeviceUnreachableError(f"{self._what()} is unreachable: connection lost "
                                              f"({text[-1] if text else type(exc).__name__})") \
                     from None
             raise
@@ -130,7 +147,8 @@ def _with_timeout(fn, timeout: float, what: str):
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        raise DeviceUnreachableError(f"{what}: no answer within {timeout:g} s")
+        raise DeviceUnreachableError(f"{what} is unreachable: no answer within {timeout:g} s "
+                                     "(the target file's remote.timeout)")
     if "error" in box:
         raise box["error"]
     return box.get("value")
@@ -162,7 +180,9 @@ def tracker_summary(remote: Remote, timeout: float | None = None) -> dict:
         reply = base.recvjson(sock)
         return reply[1]
     except (OSError, RuntimeError) as exc:
-        raise DeviceUnreachableError(f"{where} did not answer ({exc})") from None
+        raise DeviceUnreachableError(f"{where} is unreachable: it did not answer "
+                                     f"({(str(exc).splitlines() or [type(exc).__name__])[0]})") \
+            from None
     finally:
         sock.close()
 
@@ -180,8 +200,9 @@ def require_device(remote: Remote) -> None:
 
 
 def _no_device(remote: Remote) -> str:
-    return (f"no device registered under key {remote.key!r} at tracker {remote.tracker} "
-            f"(is `onnxamc device serve --tracker ... --key {remote.key}` running on the board?)")
+    return (f"device {remote.key!r} is unreachable: none registered under that key at tracker "
+            f"{remote.tracker} (is `onnxamc device serve --tracker ... --key {remote.key}` "
+            "running on the board?)")
 
 
 def _request_with_retries(remote: Remote):
@@ -207,8 +228,9 @@ def _request_with_retries(remote: Remote):
         except DeviceUnreachableError as exc:
             last = exc
         except (RuntimeError, OSError) as exc:
-            last = DeviceUnreachableError(f"device {remote.key!r} at tracker {remote.tracker}: "
-                                          f"session refused ({str(exc).splitlines()[0]})")
+            last = DeviceUnreachableError(f"device {remote.key!r} at tracker {remote.tracker} is "
+                                          f"unreachable: session refused "
+                                          f"({str(exc).splitlines()[0]})")
     raise last
 
 

@@ -159,7 +159,7 @@ class LocalVM:
 
     def outputs(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         result = self.vm["main"](*self.to_device(feed))
-        return [t.numpy() for t in _flatten(result)]
+        return [t.numpy() for t in flatten_outputs(result)]
 
     def runner(self, feed: dict[str, np.ndarray]) -> Callable[[], None]:
         """One inference per call, inputs already on the device; waits for the device."""
@@ -173,10 +173,11 @@ class LocalVM:
         return [r * 1e3 for r in timer("main").results]
 
 
-def _flatten(result) -> list:
+def flatten_outputs(result) -> list:
+    """The tensors of a VM result (a tensor or nested tuples of them), in order."""
     if hasattr(result, "numpy"):
         return [result]
-    return [t for item in result for t in _flatten(item)]
+    return [t for item in result for t in flatten_outputs(item)]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -17,7 +17,7 @@ from typing import Callable
 
 import optuna
 
-from onnxamc.errors import EvaluationError, SearchError
+from onnxamc.errors import DeviceUnreachableError, EvaluationError, SearchError
 from onnxamc.metrics import Metrics
 from onnxamc.policy import Policy
 from onnxamc.search.objective import Objective, Shaping, objective_values
@@ -139,7 +139,7 @@ class _Scorer:
             raise optuna.TrialPruned("predicted far worse than the best so far")
         try:
             metrics = self.evaluate(policy)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, DeviceUnreachableError):  # the next run re-tries it
             trial.set_user_attr("interrupted", True)
             raise
         except EvaluationError as exc:
@@ -172,6 +172,8 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
     scorer = _Scorer(study, space, objective, evaluate, shaping, predictor, use_cache)
     done, start = _evaluated(study), time.time()
     bar = _progress_bar(study, objective, n_trials, done) if progress else None
+    quiet = _QuietStop()  # the caller says in one line why the search stopped
+    optuna.logging.get_logger("optuna.study._optimize").addFilter(quiet)
     try:
         for _ in range(MAX_ROUNDS):  # trials the predictor skipped do not use the budget
             remaining = n_trials - _evaluated(study)
@@ -184,6 +186,7 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
                            gc_after_trial=False)
             _stop_if_all_failed(study, study.trials[before:])
     finally:
+        optuna.logging.get_logger("optuna.study._optimize").removeFilter(quiet)
         if bar is not None:
             bar.close()
     seconds = time.time() - start
@@ -196,6 +199,26 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
     trial, feasible = best
     return SearchResult(study, trial, feasible, space.policy_from_params(trial.params), new,
                         seconds, pareto_front(study), scorer.hits, stats)
+
+
+class _QuietStop:
+    """Drops Optuna's log of a trial that stopped the search (an unreachable device,
+    Ctrl-C): its traceback and its "failed with value None" line. The trial is queued
+    again on the next run, and the caller reports the reason in one line."""
+
+    STOPS = (DeviceUnreachableError, KeyboardInterrupt)
+
+    def __init__(self):
+        self.dropping = False
+
+    def filter(self, record) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.STOPS):
+            self.dropping = True
+            return False
+        if self.dropping and "failed with value" in record.getMessage():
+            self.dropping = False
+            return False
+        return True
 
 
 class _ProgressBar:

@@ -66,7 +66,7 @@ def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
     storage = str(config.storage or output.with_suffix(".journal"))
     name = config.study or f"{output.stem}-{goal.label}" + (
         "" if run.target.name == "cpu-ort" else f"-{run.target.name}")
-    evaluator = run.evaluator(measure_energy=False)
+    evaluator = run.evaluator(measure_energy=False, allow_emulated=config.allow_emulated)
     study = open_study(storage, name, goal, run.context.fingerprint, sampler,
                        settings={"objective": config.objective, "latency": config.latency,
                                  "max_drop": config.max_drop, "pick": config.pick})
@@ -83,7 +83,7 @@ def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
     if result.policy is None:
         return outcome
     chosen, model, (outcome.original, outcome.compressed), result.feasible = \
-        confirm(run, result, goal, space)
+        confirm(run, result, goal, space, config.allow_emulated)
     record_choice(study, chosen, result.feasible, outcome.compressed)
     result.best, result.policy = chosen, space.policy_from_params(chosen.params)
     policy = result.policy
@@ -114,13 +114,14 @@ def build_candidate(run: Run, policy: Policy) -> onnx.ModelProto:
         raise EvaluationError(f"{type(exc).__name__}: {first}") from exc
 
 
-def confirm(run: Run, result: SearchResult, goal, space: SearchSpace):
+def confirm(run: Run, result: SearchResult, goal, space: SearchSpace,
+            allow_emulated: bool = False):
     """Re-measure the best candidates side by side with the original, choose by these
     numbers (search.results), and return (trial, model, (original, its metrics),
     whether it meets the goal)."""
     trials = candidates(result.study, goal, result.best)
     models = [build_candidate(run, space.policy_from_params(t.params)) for t in trials]
-    evaluator = run.evaluator(runs=run.config.verify_runs)
+    evaluator = run.evaluator(runs=run.config.verify_runs, allow_emulated=allow_emulated)
     original, *measured = evaluator.compare(models)
     for trial, metrics in zip(trials, measured):  # the cost model's figures, as in the trials
         metrics.effective_macs = space.macs(trial.params)
