@@ -132,8 +132,9 @@ def variants(tmp_path_factory) -> dict:
         source = ROOT / "models" / f"{model}.onnx"
         made[model] = {"fp32": source}
         for variant, uniform in (("int8", "bits=8"), ("pruned", "keep=0.5")):
-            path = folder / f"{model}-{variant}.onnx"
-            result = run_cli("apply", source, "--uniform", uniform, "-o", path)
+            path = folder / f"{model}-{variant}.onnx"  # int8 as asked, not as it pays here
+            result = run_cli("apply", source, "--uniform", uniform, "--no-latency-guard",
+                             "-o", path)
             assert result.returncode == 0, result.stderr[-2000:]
             made[model][variant] = path
     return made

@@ -321,7 +321,7 @@ def twin_convs_torchscript(tmp_path_factory) -> Path:
 def test_weights_shared_through_identity_quantize_and_fuse(twin_convs_torchscript):
     from onnxamc.runtime.fusion import fusion_report
 
-    model = load_model(twin_convs_torchscript)
+    model = load_model(twin_convs_torchscript, front_door=False)  # the Identity kept
     producers = {o: n.op_type for n in model.graph.node for o in n.output}
     assert "Identity" in {producers.get(n.input[1]) for n in model.graph.node if n.op_type == "Conv"}
     x = {"input": np.random.default_rng(0).standard_normal((1, 8, 16, 16), dtype=np.float32)}
