@@ -234,9 +234,11 @@ def _request_with_retries(remote: Remote):
     raise last
 
 
-def export_for_upload(executable, target: Target) -> Path:
-    """Write the library the board will load (cross-compiled when the target says so)."""
+def export_for_upload(executable, target: Target) -> bytes:
+    """The library the board will load (cross-compiled when the target says so), as
+    bytes: the temporary folder it is written to is removed at once."""
     from onnxamc.runtime.tvm_build import export
 
-    directory = Path(tempfile.mkdtemp(prefix="onnxamc-lib-"))
-    return export(executable, directory / "model.so", target.cross_compiler)
+    with tempfile.TemporaryDirectory(prefix="onnxamc-lib-") as directory:
+        return export(executable, Path(directory) / "model.so", target.cross_compiler) \
+            .read_bytes()
