@@ -56,8 +56,10 @@ def test_int8_with_random_calibration_on_a_batch_one_export(tmp_path, capsys):
     path = tmp_path / "batch1.onnx"
     onnx.save(handmade.depthwise_on_input(), path)  # x: [1, 3, 32, 32]
     out = tmp_path / "int8.onnx"
+    # the latency guard would keep fp32 where int8 is slower on this tiny graph: the
+    # test is about calibration batches, so the guard is off
     code = cli.main(["apply", str(path), "--uniform", "bits=8", "--calibration", "random:8",
-                     "-o", str(out)])
+                     "--no-latency-guard", "-o", str(out)])
     assert code == 0, capsys.readouterr().err
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert "QuantizeLinear" in ops or "QLinearConv" in ops

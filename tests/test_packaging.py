@@ -48,10 +48,11 @@ def test_every_package_is_listed_for_the_wheel():
 def test_wheel_runs_the_default_job_from_another_directory(installed_wheel, tmp_path):
     python = installed_wheel / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the wheel's, only
-    where = subprocess.run([python, "-c", "import onnxamc, onnxamc.models as m; "
+    found = subprocess.run([python, "-c", "import onnxamc, onnxamc.models as m; "
                             "print(onnxamc.__file__); print(m.BUNDLED['resnet20'])"],
-                           cwd=tmp_path, check=True, capture_output=True, text=True,
-                           env=env).stdout.split()
+                           cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert found.returncode == 0, found.stderr
+    where = found.stdout.split()
     assert all(str(installed_wheel) in line for line in where), where  # not the checkout
     run = subprocess.run([installed_wheel / "bin" / "onnxamc", "compress", "--trials", "3",
                           "--runs", "5", "--no-progress", "--no-report",
