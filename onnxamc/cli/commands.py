@@ -206,7 +206,8 @@ def _search_options(args) -> dict:
                 runs=args.runs, seed=args.seed, agent=args.agent, objective=args.objective,
                 sensitivity=args.sensitivity, predictor=args.predictor,
                 warm_start=args.warm_start, warm_start_from=args.warm_start_from,
-                target=args.target, pick=args.pick, progress=not args.no_progress)
+                target=args.target, pick=args.pick, progress=not args.no_progress,
+                workers=args.workers, pruner=args.pruner, profile=args.profile)
 
 
 def _interrupted() -> int:
@@ -228,4 +229,6 @@ def _print_search(outcome) -> bool:
               if rule else "warning: no policy met the objective's constraint; wrote the "
               "closest one", file=sys.stderr)
     print("\n".join(tables.search_summary(outcome)))
+    if outcome.profile:
+        print(f"\nwhere a trial's time went (this process's trials):\n{outcome.profile}")
     return True

@@ -70,8 +70,12 @@ def quantize_int8(model: onnx.ModelProto, int8_layers: list[str],
 
 def quantize_static_layers(model: onnx.ModelProto, specs: dict[str, WeightSpec],
                            calibration: Iterable[dict[str, np.ndarray]],
-                           method: str = "minmax") -> onnx.ModelProto:
-    """Static QDQ for the layers in `specs` (each with its own bits and granularity)."""
+                           method: str = "minmax", ranges_dir: str | None = None
+                           ) -> onnx.ModelProto:
+    """Static QDQ for the layers in `specs` (each with its own bits and granularity).
+    `ranges_dir` keeps the activation ranges of each float model and calibration set
+    (quantize_static's calibration cache), so candidates of a search that share their
+    float part skip the calibration run."""
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -106,8 +110,29 @@ def quantize_static_layers(model: onnx.ModelProto, specs: dict[str, WeightSpec],
             calibrate_method=methods["minmax" if method == "entropy" else method],
             extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True,
                            "TensorQuantOverrides": overrides},
+            **calibration_cache(ranges_dir, named, feeds, method),
         )
         return fix_ir_version(onnx.load(str(out)))
+
+
+def calibration_cache(ranges_dir: str | None, model: onnx.ModelProto,
+                      feeds: list[dict[str, np.ndarray]], method: str) -> dict:
+    """quantize_static's `calibration_cache_path` for this float model and these feeds
+    (a file named by their hash), where the installed onnxruntime has it."""
+    import hashlib
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    if ranges_dir is None or method == "entropy" or \
+            "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        return {}
+    digest = hashlib.sha1(model.SerializeToString())
+    for feed in feeds:
+        for name in sorted(feed):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(feed[name]).tobytes())
+    return {"calibration_cache_path": str(Path(ranges_dir) / f"{digest.hexdigest()}-{method}.json")}
 
 
 def quantized_neighbourhood(model: onnx.ModelProto, layers: set[str]) -> list[str]:

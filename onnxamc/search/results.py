@@ -93,7 +93,26 @@ def candidates(study: optuna.Study, objective: Objective,
 
 
 def choose(objective: Objective, measured: list[Metrics]) -> tuple[int, bool]:
-    """(index, meets the goal) among re-measured candidates, by the new numbers."""
+    """(index, meets the goal) among re-measured candidates, by the new numbers. A
+    latency flagged uncertain is never chosen on while a trusted one exists; if every
+    one is flagged, each counts at the slow end of its interval (and stays flagged)."""
+    trusted = [i for i, m in enumerate(measured) if m.trusted_latency]
+    pool = trusted or list(range(len(measured)))
+    view = measured if trusted else [_at_slow_end(m) for m in measured]
+    index, feasible = _choose(objective, [view[i] for i in pool])
+    return pool[index], feasible
+
+
+def _at_slow_end(metrics: Metrics) -> Metrics:
+    interval = metrics.latency_interval
+    if not interval or metrics.latency_ratio is None:
+        return metrics
+    slow = Metrics.from_dict(metrics.to_dict())
+    slow.latency_ratio = max(interval["high"], metrics.latency_ratio)
+    return slow
+
+
+def _choose(objective: Objective, measured: list[Metrics]) -> tuple[int, bool]:
     if isinstance(objective, MultiObjective):
         return objective.pick_rule.choose(measured) or (0, False)
     if not isinstance(objective, (LatencyBudget, AccuracyBound)):
