@@ -65,10 +65,11 @@ class Checkpoint:
 
     def __init__(self, trial: optuna.Trial | None, objective: Objective,
                  best_latency: float | None = None, seeded: bool = False,
-                 use_pruner: bool = True):
+                 use_pruner: bool = True, annotate=None):
         self.trial, self.objective = trial, objective
         self.best_latency = best_latency  # upper end of the best feasible trial's ratio
         self.seeded, self.use_pruner = seeded, use_pruner
+        self.annotate = annotate  # adds what the search knows (cost-model MACs) to metrics
 
     @property
     def stops_on_latency(self) -> bool:
@@ -77,6 +78,8 @@ class Checkpoint:
             isinstance(self.objective, AccuracyBound) and self.best_latency is not None))
 
     def latency(self, metrics: Metrics) -> None:
+        if self.annotate is not None:
+            self.annotate(metrics)
         if self.seeded or metrics.latency_ratio is None:
             return
         low = (metrics.latency_interval or {}).get("low", metrics.latency_ratio)
@@ -91,6 +94,8 @@ class Checkpoint:
 
     def quality(self, metrics: Metrics, step: int, samples: int, final: bool) -> None:
         """After the quality on `samples` samples (slice `step`: 1, 3, 9...)."""
+        if self.annotate is not None:
+            self.annotate(metrics)
         if self.trial is None or self.seeded:
             return
         excess = _surely_over_bound(self.objective, metrics, samples)

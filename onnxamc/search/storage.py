@@ -50,17 +50,21 @@ def is_shared(spec: str | Path) -> bool:
 
 
 def _open_rdb(url: str):
-    url = postgres_url(url)
-    from optuna.storages import RetryFailedTrialCallback
+    import warnings
 
+    url = postgres_url(url)
     kwargs: dict = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_INTERVAL,
-            grace_period=GRACE_PERIOD,
-            heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY))
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback",
+                            None) or optuna.storages.RetryFailedTrialCallback
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_INTERVAL,
+                grace_period=GRACE_PERIOD,
+                heartbeat_stale_trial_callback=retry(max_retry=MAX_RETRY))
     except Exception as exc:
         raise SearchError(f"cannot open study storage {_redacted(url)!r}: "
                           f"{first_line(exc)}") from None

@@ -40,6 +40,7 @@ SEEDED = "seeded"  # study user attribute: the seed policies were queued
 POLL = 1.0  # seconds between looks at the study while other workers finish
 DUPLICATE_WAIT = 600.0  # longest wait for another worker evaluating the same policy
 MAX_ATTEMPTS = 20  # trials per budgeted trial at most (predictor skips are free)
+STOP_CHECKS = 10  # a run whose first trials all failed stops (later ones: one succeeded)
 
 
 @dataclass
@@ -130,6 +131,8 @@ class _Scorer:
         self.hits = self.stopped = 0
         self.lock: StudyLock | None = None
         self.last: int | None = None  # number of the last trial this worker ran
+        self._seen: set[int] = set()
+        self.tried_loaded = False
         self._refresh()
 
     def __call__(self, trial: optuna.Trial):
@@ -201,7 +204,8 @@ class _Scorer:
         return Checkpoint(trial, self.objective, best,
                           seeded="fixed_params" in self.study._storage.get_trial_system_attrs(
                               trial._trial_id),
-                          use_pruner=self.use_pruner)
+                          use_pruner=self.use_pruner,
+                          annotate=lambda m: self._add_cost_model(m, trial.params))
 
     def _known(self, trial, key: str):
         """The stored result of an identical policy: from this worker's cache, the study,
@@ -223,13 +227,17 @@ class _Scorer:
         return None
 
     def _refresh(self) -> None:
+        """Add the trials finished since the last look (by any worker) to the cache."""
         for t in self.study.get_trials(deepcopy=False, states=FINISHED):
+            if t.number in self._seen:
+                continue
+            self._seen.add(t.number)
+            if not self.tried_loaded:
+                self.tried.append(self.space.vector(t.params))
             if "metrics" in t.user_attrs and "cached_from" not in t.user_attrs:
                 self.cache.setdefault(_key(t.params), (t.user_attrs["metrics"], t.number,
                                                        t.user_attrs.get("stopped")))
-        if not self.tried:
-            self.tried = [self.space.vector(t.params)
-                          for t in self.study.get_trials(deepcopy=False, states=FINISHED)]
+        self.tried_loaded = True
 
 
 def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
@@ -283,8 +291,10 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
                 lock.release()
             if scorer.last is not None:
                 mine.append(scorer.last)
-            _stop_if_all_failed(study, [t for t in study.get_trials(deepcopy=False)
-                                        if t.number in set(mine)], n_trials)
+            if len(mine) <= STOP_CHECKS:
+                trials = study.get_trials(deepcopy=False)
+                _stop_if_all_failed(study, [trials[n] for n in mine if n < len(trials)],
+                                    n_trials)
     finally:
         lock.release()
         if bar is not None:

@@ -83,19 +83,21 @@ def recover(study: optuna.Study, heartbeat: bool = False) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+    cut = [t for t in study.get_trials(deepcopy=False, states=(
+        optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL))
+        if t.state == optuna.trial.TrialState.RUNNING or t.user_attrs.get("interrupted")]
+    if not cut:
+        return 0
     requeued = set(study.user_attrs.get(REQUEUED, []))
-    trials = study.get_trials(deepcopy=False)
-    waiting = [t.system_attrs.get("fixed_params") for t in trials
-               if t.state == optuna.trial.TrialState.WAITING]
+    waiting = [t.system_attrs.get("fixed_params") for t in
+               study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))]
     recovered = 0
-    for trial in trials:
+    for trial in cut:
         if trial.number in requeued:
             continue
         dead = trial.state == optuna.trial.TrialState.RUNNING and \
             is_dead(trial.user_attrs.get(WORKER), heartbeat)
-        stopped = trial.state == optuna.trial.TrialState.FAIL and \
-            trial.user_attrs.get("interrupted")
-        if not (dead or stopped):
+        if trial.state == optuna.trial.TrialState.RUNNING and not dead:
             continue
         if dead and not mark_failed(study, trial):
             continue
