@@ -20,7 +20,7 @@ import pytest
 
 from onnxamc.search import open_storage
 
-TRIALS = 12
+TRIALS = 30  # enough that the kill lands mid-run even when trials are fast
 COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
@@ -31,19 +31,20 @@ def _command(model, storage, output, workers=1):
             "w", "-o", str(output), "--no-progress", "--workers", str(workers)]
 
 
-def _wait_for_trial_of(storage, pick, timeout=240):
+def _wait_for_trial_of(storage, pick, procs, timeout=300):
     """The first RUNNING trial whose worker `pick(pid)` accepts, once it has params."""
     deadline = time.time() + timeout
+    study = None
     while time.time() < deadline:
-        time.sleep(0.3)
+        time.sleep(0.1)
+        assert all(p.poll() is None for p in procs), "a search ended before the kill"
         try:
-            study = optuna.load_study(study_name="w", storage=open_storage(storage))
-        except (KeyError, Exception):
+            study = study or optuna.load_study(study_name="w", storage=open_storage(storage))
+        except Exception:  # not created yet
             continue
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             worker = t.user_attrs.get("worker")
-            done = study.get_trials(deepcopy=False, states=COUNTED)
-            if worker and t.params and len(done) >= 2 and pick(worker["pid"]):
+            if worker and t.params and pick(worker["pid"]):
                 return t.number, worker["pid"]
     raise AssertionError("no trial to kill appeared")
 
@@ -71,7 +72,7 @@ def test_two_workers_on_a_journal_survive_a_killed_worker(tiny_cnn, tmp_path):
     proc = subprocess.Popen(_command(tiny_cnn, storage, tmp_path / "w.onnx", workers=2),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        number, pid = _wait_for_trial_of(storage, lambda p: p != proc.pid)
+        number, pid = _wait_for_trial_of(storage, lambda p: p != proc.pid, [proc])
         os.kill(pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=600)
     finally:
@@ -135,7 +136,7 @@ def test_two_machines_on_postgres_survive_a_killed_worker(tiny_cnn, tmp_path, po
     second = subprocess.Popen(_command(tiny_cnn, postgres, tmp_path / "b.onnx"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        number, pid = _wait_for_trial_of(postgres, lambda p: p == second.pid)
+        number, pid = _wait_for_trial_of(postgres, lambda p: p == second.pid, [first, second])
         second.send_signal(signal.SIGKILL)
         second.wait()
         out, err = first.communicate(timeout=600)
