@@ -3,6 +3,7 @@ fresh virtual environment, onnxamc runs its default job from an unrelated direct
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import sysconfig
@@ -33,18 +34,31 @@ def installed_wheel(tmp_path_factory) -> Path:
     return venv
 
 
+def test_every_package_is_listed_for_the_wheel():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts)
+             for p in (ROOT / "onnxamc").rglob("__init__.py")}
+    assert found <= listed, found - listed
+    assert {"onnxamc.models", "onnxamc.targets"} <= listed
+
+
 def test_wheel_runs_the_default_job_from_another_directory(installed_wheel, tmp_path):
     python = installed_wheel / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the wheel's, only
     where = subprocess.run([python, "-c", "import onnxamc, onnxamc.models as m; "
                             "print(onnxamc.__file__); print(m.BUNDLED['resnet20'])"],
-                           cwd=tmp_path, check=True, capture_output=True, text=True).stdout.split()
+                           cwd=tmp_path, check=True, capture_output=True, text=True,
+                           env=env).stdout.split()
     assert all(str(installed_wheel) in line for line in where), where  # not the checkout
     run = subprocess.run([installed_wheel / "bin" / "onnxamc", "compress", "--trials", "3",
                           "--runs", "5", "--no-progress", "--no-report",
                           "--eval-samples", "200"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "resnet20-compressed.onnx").stat().st_size > 0
     targets = subprocess.run([installed_wheel / "bin" / "onnxamc", "targets"], cwd=tmp_path,
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, env=env)
     assert "cpu-ort" in targets.stdout and "arm64-tvm" in targets.stdout
