@@ -62,7 +62,8 @@ def _check_study(storage, killed: int):
     assert dead.state == optuna.trial.TrialState.FAIL
     retries = [t for t in study.trials if t.user_attrs.get("retry_of") == killed]
     assert len(retries) == 1 and retries[0].state in COUNTED
-    assert retries[0].params == dead.params
+    # a trial killed while its params were being set holds only some: those are kept
+    assert dead.params.items() <= retries[0].params.items()
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
     return study
 
@@ -104,27 +105,29 @@ def postgres(tmp_path):
         if shutil.which("runuser") is None:
             pytest.skip("running as root without runuser")
         as_user = ["runuser", "-u", "postgres", "--"]
-    root = tmp_path / "pg"
-    root.mkdir()
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="onnxamc-pg-"))  # outside pytest's root-only folder
     data, sockets = root / "data", root / "sock"
     sockets.mkdir()
     if as_user:
-        os.chmod(tmp_path, 0o755)
         shutil.chown(root, "postgres")
         shutil.chown(sockets, "postgres")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    subprocess.run(as_user + [initdb, "-D", str(data), "-U", "postgres", "--auth=trust",
-                              "-E", "UTF8"], check=True, capture_output=True)
-    subprocess.run(as_user + [pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                              f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 "
-                              "-c fsync=off", "start"], check=True, capture_output=True)
+    for step in ([initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                 [pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+                  f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off",
+                  "start"]):
+        done = subprocess.run(as_user + step, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr + done.stdout
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(as_user + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_two_machines_on_postgres_survive_a_killed_worker(tiny_cnn, tmp_path, postgres):

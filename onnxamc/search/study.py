@@ -133,6 +133,7 @@ class _Scorer:
         self.last: int | None = None  # number of the last trial this worker ran
         self._seen: set[int] = set()
         self.tried_loaded = False
+        self.best_latency: float | None = None
         self._refresh()
 
     def __call__(self, trial: optuna.Trial):
@@ -198,9 +199,8 @@ class _Scorer:
         metrics.effective_macs_ratio = metrics.effective_macs / max(self.space.total_macs, 1)
 
     def _checkpoint(self, trial) -> Checkpoint:
-        best = None
-        if isinstance(self.objective, AccuracyBound):
-            best = _best_feasible_latency(self.study)
+        self._refresh()
+        best = self.best_latency if isinstance(self.objective, AccuracyBound) else None
         return Checkpoint(trial, self.objective, best,
                           seeded="fixed_params" in self.study._storage.get_trial_system_attrs(
                               trial._trial_id),
@@ -237,7 +237,20 @@ class _Scorer:
             if "metrics" in t.user_attrs and "cached_from" not in t.user_attrs:
                 self.cache.setdefault(_key(t.params), (t.user_attrs["metrics"], t.number,
                                                        t.user_attrs.get("stopped")))
+                self._note_latency(t)
         self.tried_loaded = True
+
+    def _note_latency(self, trial: optuna.trial.FrozenTrial) -> None:
+        """Keep the upper end of the best feasible trusted latency ratio so far (what a
+        candidate must surely beat to matter to a lowest-latency objective)."""
+        if trial.state != optuna.trial.TrialState.COMPLETE or CONSTRAINT not in trial.constraints \
+                or not is_feasible(trial):
+            return
+        m = trial.user_attrs["metrics"]
+        if m.get("latency_ratio") is None or "uncertain" in (m.get("latency_flags") or []):
+            return
+        high = (m.get("latency_interval") or {}).get("high", m["latency_ratio"])
+        self.best_latency = high if self.best_latency is None else min(self.best_latency, high)
 
 
 def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
@@ -334,18 +347,6 @@ def _result(study, space, objective, scorer, predictor, done, start, worker) -> 
     trial, feasible = best
     return SearchResult(study, trial, feasible, space.policy_from_params(trial.params), new,
                         seconds, **common)
-
-
-def _best_feasible_latency(study: optuna.Study) -> float | None:
-    """The upper end of the best feasible trial's latency interval (what a candidate
-    must surely beat to matter to a lowest-latency objective)."""
-    highs = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if CONSTRAINT in t.constraints and is_feasible(t) and "metrics" in t.user_attrs:
-            m = metrics_of(t)
-            if m.trusted_latency and m.latency_ratio is not None:
-                highs.append((m.latency_interval or {}).get("high", m.latency_ratio))
-    return min(highs) if highs else None
 
 
 class _ProgressBar:
