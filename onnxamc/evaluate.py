@@ -165,11 +165,14 @@ class Evaluator:
         up to `remeasure` times, not past the deadline), then flagged as uncertain."""
         timed = [c for c in candidates if c.prepared is not None and c.model is not
                  self.reference.model]
+        if timed:
+            self._time_measured(timed, runs, remeasure)
         for c in candidates:
             if c.model is self.reference.model:
                 self._as_reference(c)
-        if not timed:
-            return
+
+    def _time_measured(self, timed: Sequence[Candidate], runs: int | None,
+                       remeasure: int | None) -> None:
         runners = [self._reference_prepared] + [c.prepared for c in timed]
         with phase("latency"):
             timing = self.meter.timing(runners, self.feed, self.warmup, runs or self.runs)

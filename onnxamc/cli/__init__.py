@@ -16,9 +16,9 @@ from onnxamc.errors import OnnxAmcError
 
 
 def main(argv: list[str] | None = None) -> int:
+    _process_settings()  # before anything imports numpy: its BLAS reads the thread count once
     from onnxamc.cli.parser import build_parser
 
-    _process_settings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):

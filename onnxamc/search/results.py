@@ -94,13 +94,11 @@ def candidates(study: optuna.Study, objective: Objective,
 
 def choose(objective: Objective, measured: list[Metrics]) -> tuple[int, bool]:
     """(index, meets the goal) among re-measured candidates, by the new numbers. A
-    latency flagged uncertain is never chosen on while a trusted one exists; if every
-    one is flagged, each counts at the slow end of its interval (and stays flagged)."""
-    trusted = [i for i, m in enumerate(measured) if m.trusted_latency]
-    pool = trusted or list(range(len(measured)))
-    view = measured if trusted else [_at_slow_end(m) for m in measured]
-    index, feasible = _choose(objective, [view[i] for i in pool])
-    return pool[index], feasible
+    latency flagged uncertain is never chosen on by its point estimate: it counts at
+    the slow end of its interval (a candidate surely faster still wins; it stays
+    flagged in the output)."""
+    view = [m if m.trusted_latency else _at_slow_end(m) for m in measured]
+    return _choose(objective, view)
 
 
 def _at_slow_end(metrics: Metrics) -> Metrics:

@@ -10,7 +10,6 @@ the confirmation re-measures only while time is left.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,10 +277,6 @@ def _predictor(config: SearchConfig, space: SearchSpace, run: Run):
     from onnxamc.search.predictor import AccuracyPredictor
 
     return AccuracyPredictor(space, seed=run.config.seed)
-
-
-def warn(message: str) -> None:
-    print(f"onnxamc: warning: {message}", file=sys.stderr)
 
 
 __all__ = ["SearchOutcome", "build_candidate", "confirm", "search", "search_slots"]
