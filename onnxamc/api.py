@@ -18,7 +18,7 @@ from onnxamc.config import (RecoveryConfig, RunConfig, SearchConfig, default_out
                             split_options)
 from onnxamc.data import Dataset
 from onnxamc.errors import OnnxAmcError, PolicyError
-from onnxamc.graph import ModelInfo
+from onnxamc.graph import FrontDoorReport, ModelInfo
 from onnxamc.graph.blocks import ResidualBlock
 from onnxamc.graph.context import ModelContext
 from onnxamc.graph.groups import ChannelGroup
@@ -33,9 +33,20 @@ from onnxamc.workflows.searching import SearchOutcome
 DataLike = str | Path | Dataset
 
 
-def load(model: ModelLike = None) -> onnx.ModelProto:
-    """A checked, shape-inferred model; None is the bundled ResNet-20."""
-    return load_context(model).model
+def load(model: ModelLike = None, input_shapes: dict[str, tuple[int, ...]] | None = None
+         ) -> onnx.ModelProto:
+    """A checked model through the front door (graph/normalize.py: constants folded,
+    `input_shapes` fixed, shapes inferred); None is the bundled ResNet-20."""
+    return load_context(model, input_shapes).model
+
+
+def front_door(model: ModelLike = None, input_shapes: dict[str, tuple[int, ...]] | None = None
+               ) -> tuple[onnx.ModelProto, FrontDoorReport]:
+    """The normalized model and what the front door changed (for `inspect`)."""
+    from onnxamc.graph import load_with_report
+    from onnxamc.models import bundled_model_path
+
+    return load_with_report(bundled_model_path() if model is None else model, input_shapes)
 
 
 def analyze(model: ModelLike = None) -> ModelInfo:
@@ -60,7 +71,44 @@ def data_for(model: ModelLike, data: DataLike, limit: int | None = None) -> Data
 
 def uniform_policy(model: ModelLike, spec: str | dict[str, Any]) -> Policy:
     """The same action on every layer that can take it: `"keep=0.5,bits=8"` or a dict."""
-    return _uniform(load_context(model), parse_uniform(spec) if isinstance(spec, str) else spec)
+    values = parse_uniform(spec) if isinstance(spec, str) else dict(spec)
+    context = load_context(model)
+    policy = _uniform(context, values)
+    if values.get("bits") == 8 and not set(values) & QUANT_DETAIL_FIELDS:  # the form that pays
+        from dataclasses import replace
+
+        from onnxamc.passes.quant_patterns import preferred_int8
+
+        ops = context.layer_ops
+        policy.layers = {n: replace(a, **(preferred_int8(ops[n]) or {"bits": 32}))
+                         if a.bits == 8 else a for n, a in policy.layers.items()}
+    return policy
+
+
+QUANT_DETAIL_FIELDS = {"granularity", "block_size", "weight_only", "accuracy_level", "dynamic",
+                       "mixed_low_bits_ratio", "share_bits"}
+
+
+def apply_guarded(model: ModelLike, policy: Policy, output: str | Path | None = None,
+                  runs: int = 60, **options: Any) -> tuple[onnx.ModelProto, str]:
+    """`apply` for a quantizing policy that must not make the model slower: candidates
+    timed beside the float model on onnxruntime (quant_guard); returns the model and a
+    one-line verdict."""
+    from onnxamc.quant_guard import guarded_int8, interleaved_ratios
+
+    (config,) = split_options(options, RunConfig)
+    run = Run(model, config)
+    first = next(iter(run.calibration_feeds()))
+    feed = {k: v[:1] for k, v in first.items()}
+    result = guarded_int8(run.context.model, policy, run.calibration_feeds,
+                          interleaved_ratios(feed, config.threads or 1, runs),
+                          calibration_method=config.calibration_method,
+                          reconstruct=config.reconstruct, channel_multiple=config.channel_multiple,
+                          importance=config.importance)
+    onnx.checker.check_model(result.model)
+    if output is not None:
+        save_model(result.model, output)
+    return result.model, result.message
 
 
 def apply(model: ModelLike, policy: Policy | str | Path, output: str | Path | None = None,

@@ -32,28 +32,40 @@ LABELS = "labels"
 
 @dataclass
 class Dataset:
+    """Input arrays (batch first) and optional labels. `batch` is the model's fixed
+    batch dimension when it has one (most TorchScript exports fix it at 1): every batch
+    handed out then has exactly that many samples."""
+
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
     name: str = "data"
     notes: list[str] = field(default_factory=list)
+    batch: int | None = None
 
     def __len__(self) -> int:
-        return len(next(iter(self.inputs.values())))
+        return next((len(v) for v in self.inputs.values() if v.ndim), 1)
 
     def batches(self, size: int) -> Iterator[dict[str, np.ndarray]]:
-        for start in range(0, len(self), size):
-            yield {k: v[start : start + size] for k, v in self.inputs.items()}
+        """Batches of `size` samples, or of the model's fixed batch."""
+        step = self.batch or size
+        for start in range(0, len(self), step):
+            yield self._rows(slice(start, start + step))
 
     def take(self, n: int | None) -> "Dataset":
         """The first n samples (all of them when n is None or larger than the set)."""
         if n is None or n >= len(self):
             return self
         labels = None if self.labels is None else self.labels[:n]
-        return Dataset({k: v[:n] for k, v in self.inputs.items()}, labels, self.name, self.notes)
+        return Dataset(self._rows(slice(0, n)), labels, self.name, self.notes, self.batch)
 
     def one(self) -> dict[str, np.ndarray]:
-        """A batch of one sample, as latency measurement feeds it."""
-        return {k: v[:1] for k, v in self.inputs.items()}
+        """The smallest batch the model takes (one sample, unless its batch is fixed
+        larger), as latency measurement feeds it."""
+        return self._rows(slice(0, self.batch or 1))
+
+    def _rows(self, rows: slice) -> dict[str, np.ndarray]:
+        """The given samples of every input; scalar inputs (a sample rate) go whole."""
+        return {k: v[rows] if v.ndim else v for k, v in self.inputs.items()}
 
 
 def read_fashion_mnist_idx(split: str, as_uint8: bool = False,
@@ -89,8 +101,29 @@ def load_data(spec: str | Path | Dataset, inputs: Sequence[InputSpec],
             data = _read_npz(Path(text), inputs)
     data = data.take(limit)
     check_fits(data, inputs)
-    return data
+    return fit_batch(data, inputs)
 
+
+def fixed_batch(inputs: Sequence[InputSpec]) -> int | None:
+    """The batch dimension the model fixes (the same first dimension on every input),
+    or None when it is dynamic or the inputs disagree (state inputs, scalars)."""
+    firsts = {spec.shape[0] for spec in inputs if spec.shape}
+    return firsts.pop() if len(firsts) == 1 and None not in firsts else None
+
+
+def fit_batch(data: Dataset, inputs: Sequence[InputSpec]) -> Dataset:
+    """`data` handed out in the model's fixed batch, trimmed to a whole number of them."""
+    batch = fixed_batch(inputs)
+    if batch is None:
+        return data
+    usable = len(data) - len(data) % batch
+    if usable == 0:
+        raise DataError(f"the model takes batches of exactly {batch} samples; the data has "
+                        f"{len(data)}")
+    out = data.take(usable) if usable < len(data) else data
+    notes = out.notes + ([f"the model's batch is fixed at {batch}: {usable} of "
+                          f"{len(data)} samples used"] if usable < len(data) else [])
+    return Dataset(out.inputs, out.labels, out.name, notes, batch)
 
 def _builtin(base: str, arg: str, inputs: Sequence[InputSpec], seed: int) -> Dataset:
     if base == "random":
@@ -143,7 +176,8 @@ def random_data(inputs: Sequence[InputSpec], count: int = 64, seed: int = 0) -> 
         dims = list(spec.shape)
         if any(d is None for d in dims[1:]):
             raise DataError(f"input {spec.name!r} has dynamic dimensions {_fmt(spec.shape)} "
-                            "beyond the batch: random data needs a fixed shape")
+                            "beyond the batch: random data needs a fixed shape (give one "
+                            f"with --input-shape {spec.name}:1,...)")
         shape = (count, *dims[1:]) if dims else ()
         if np.issubdtype(spec.dtype, np.floating):
             arrays[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
@@ -197,7 +231,8 @@ def check_fits(data: Dataset, inputs: Sequence[InputSpec]) -> None:
             else:
                 raise DataError(f"input {spec.name!r}: data type {arr.dtype} does not fit "
                                 f"model type {spec.dtype}")
-        counts.add(len(arr))
+        if arr.ndim:
+            counts.add(len(arr))
     if data.labels is not None:
         counts.add(len(data.labels))
     if len(counts) > 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,35 @@ def mobilenetv2() -> Path:
     from onnxamc.models import bundled_model_path
 
     return bundled_model_path("mobilenetv2")
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A zoo model as the tests get it: its record and the path of its ONNX file."""
+
+    entry: "zoo.Entry"
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    def shape_args(self) -> list[str]:
+        """`--input-shape` arguments giving every input its concrete zoo shape."""
+        return [f"--input-shape={name}:{','.join(map(str, shape))}"
+                for name, shape in self.entry.input_shapes.items() if shape]
+
+
+@pytest.fixture
+def zoo_model(request) -> ZooModel:
+    """The zoo model named by the test's parameter (see zoo.params()), exported or built
+    on first use into the zoo cache; skipped when its PyPI package is not installed."""
+    import zoo
+
+    try:
+        return ZooModel(zoo.entry(request.param), zoo.get(request.param))
+    except zoo.ZooUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 def run_model(model: onnx.ModelProto | Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -291,3 +291,121 @@ def test_per_block_depthwise_conv_blocks_along_output_channels(tmp_path):
     x = {"input": np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)}
     want, got = run_model(model, x)[0], run_model(out, x)[0]
     assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+
+
+@pytest.fixture(scope="session")
+def twin_convs_torchscript(tmp_path_factory) -> Path:
+    """Two convolutions with equal weights, exported by the TorchScript exporter, which
+    shares the equal tensors: the second conv reads its weight and bias through Identity
+    nodes (as in timm's ResNet-18 with zero-initialised last BatchNorms)."""
+    import torch
+    from torch import nn
+
+    class Twin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.conv2.load_state_dict(self.conv1.state_dict())
+
+        def forward(self, x):
+            y = torch.relu(self.conv1(x))
+            return torch.relu(self.conv2(y)) + y
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("twin") / "twin.onnx"
+    torch.onnx.export(Twin().eval(), (torch.randn(1, 8, 16, 16),), str(path), dynamo=False,
+                      opset_version=17, input_names=["input"])
+    return path
+
+
+def test_weights_shared_through_identity_quantize_and_fuse(twin_convs_torchscript):
+    from onnxamc.quant_guard import fusion_report
+
+    model = load_model(twin_convs_torchscript)
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    assert "Identity" in {producers.get(n.input[1]) for n in model.graph.node if n.op_type == "Conv"}
+    x = {"input": np.random.default_rng(0).standard_normal((1, 8, 16, 16), dtype=np.float32)}
+    policy = Policy({layer.name: LayerAction(bits=8) for layer in analyze(model).layers})
+    # onnxruntime's quantizer refused this with "Expected tensor 'onnx::Conv_26' to use
+    # per-tensor quantization overrides, but found per-channel overrides"
+    out = apply_policy(model, policy, lambda: [x])
+    onnx.checker.check_model(out)
+    assert fusion_report(out).integer_ops["QLinearConv"] == 2
+    want, got = run_model(model, x)[0], run_model(out, x)[0]
+    assert np.abs(got - want).mean() < 0.1 * np.abs(want).mean()  # a wrong weight: ~1
+
+
+def _shared_weight_model(through: str | None) -> onnx.ModelProto:
+    """Two 1x1 convs reading one initializer, directly or through `through`."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 16, 1, 1))
+                                .astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="conv1"),
+             helper.make_node("Relu", ["a"], ["b"], name="relu"),
+             helper.make_node("Conv", ["b", "w2" if through else "w"], ["y"], name="conv2")]
+    if through:
+        nodes.insert(0, helper.make_node(through, ["w"], ["w2"], name="via",
+                                         **({"perm": [0, 1, 3, 2]} if through == "Transpose" else {})))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [1, 16, 8, 8])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 16, 8, 8])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return load_model(model)
+
+
+@pytest.mark.parametrize("through", [None, "Identity", "Transpose"])
+def test_a_shared_weight_asked_two_ways_gets_a_copy_per_layer(through):
+    model = _shared_weight_model(through)
+    x = {"x": np.random.default_rng(1).standard_normal((1, 16, 8, 8)).astype(np.float32)}
+    policy = Policy({"conv1": LayerAction(bits=8),
+                     "conv2": LayerAction(bits=8, granularity="per-tensor")})
+    policy = Policy({n: a for n, a in policy.layers.items() if n in analyze(model).layer_names})
+    out = apply_policy(model, policy, lambda: [x])
+    onnx.checker.check_model(out)
+    assert list(scale_of(out, "conv1").shape) == [16]
+    if "conv2" in policy.layers and through != "Transpose":
+        assert scale_of(out, "conv2").shape == ()
+    want, got = run_model(model, x)[0], run_model(out, x)[0]
+    assert np.abs(got - want).mean() < 0.1 * np.abs(want).mean()  # a wrong weight: ~1
+
+
+def _embedding_model() -> onnx.ModelProto:
+    """Token ids -> Gather from a 1000 x 64 table -> MatMul 64 x 32: a tiny encoder."""
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.standard_normal((1000, 64)).astype(np.float32), "table")
+    w = numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32) * 0.1, "w")
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], name="embed"),
+             helper.make_node("MatMul", ["e", "w"], ["y"], name="proj")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", T.INT64, ["b", 16])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, ["b", 16, 32])], [table, w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return load_model(model)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_embedding_tables_take_weight_only_int8_and_int4(bits):
+    from onnxamc.passes.embedding_quant import embedding_gathers, quantize_embeddings
+
+    model = _embedding_model()
+    assert embedding_gathers(model) == ["embed"]
+    out = quantize_embeddings(model, {"embed": bits})
+    onnx.checker.check_model(out)
+    node = next(n for n in out.graph.node if n.name == "embed")
+    assert node.op_type == "GatherBlockQuantized"
+    ids = {"ids": np.random.default_rng(1).integers(0, 1000, (2, 16))}
+    want, got = run_model(model, ids)[0], run_model(out, ids)[0]
+    assert np.abs(got - want).max() < (0.01 if bits == 8 else 0.2) * np.abs(want).max()
+    table_bytes = 1000 * 64 * 4
+    assert model.ByteSize() - out.ByteSize() > table_bytes * (0.7 if bits == 8 else 0.82)
+
+
+def test_uniform_int8_on_a_transformer_is_dynamic_and_brings_the_embeddings():
+    from onnxamc import api
+
+    model = _embedding_model()
+    policy = api.uniform_policy(model, "bits=8")
+    assert policy.layers["proj"] == LayerAction(bits=8, dynamic=True)
+    out = apply_policy(model, policy)  # dynamic: no calibration needed
+    ops = {n.name: n.op_type for n in out.graph.node}
+    assert ops["embed"] == "GatherBlockQuantized"
+    assert storage_of(out, "proj")[0] & {"MatMulInteger", "DynamicQuantizeMatMul"}

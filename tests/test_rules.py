@@ -28,8 +28,9 @@ def weights(*shape, low=-1.0, high=1.0) -> np.ndarray:
 
 
 def graph(nodes, inputs: dict, outputs: dict, inits: dict, opset: int = 18,
-          constants: dict | None = None) -> onnx.ModelProto:
-    """A shape-inferred model; `constants` become Constant nodes instead of initializers."""
+          constants: dict | None = None, front_door: bool = True) -> onnx.ModelProto:
+    """A shape-inferred model; `constants` become Constant nodes instead of initializers;
+    `front_door=False` keeps the graph as built (what the front door would fold)."""
     constant_nodes = [helper.make_node("Constant", [], [name], name=f"const_{name}",
                                        value=numpy_helper.from_array(value, name))
                       for name, value in (constants or {}).items()]
@@ -39,7 +40,7 @@ def graph(nodes, inputs: dict, outputs: dict, inits: dict, opset: int = 18,
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
     return load_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],
-                                        ir_version=10))
+                                        ir_version=10), front_door=front_door)
 
 
 def feeds(model, batch=2) -> dict:
@@ -142,7 +143,8 @@ def test_a_non_constant_parameter_blocks_its_group_instead_of_crashing():
              helper.make_node("Conv", ["r2", "w3"], ["y"], "conv3")]
     model = graph(nodes, {"x": ["n", 3, 4, 4]}, {"y": ["n", 2, 4, 4]},
                   {"w1": weights(8, 3, 1, 1), "w2": weights(8, 8, 1, 1),
-                   "w3": weights(2, 8, 1, 1), "zeros": np.zeros(8, np.float32)})
+                   "w3": weights(2, 8, 1, 1), "zeros": np.zeros(8, np.float32)},
+                  front_door=False)
     analysis = channel_groups(model)
     assert "'b' is not a constant" in analysis.group_of("conv1").blocked_by
     assert analysis.group_of("conv1").rule_failure is None  # a limit, not a bug
@@ -366,7 +368,7 @@ def _custom_op_model(domain="my.ops"):
 
 
 def test_a_registered_rule_makes_a_custom_op_prunable():
-    model = load_model(_custom_op_model(), infer_shapes=False)
+    model = load_model(_custom_op_model(), front_door=False)
     assert "no channel rule" in channel_groups(model).group_of("conv1").blocked_by
     register_rule("Swish", passthrough, domain="my.ops")
     try:
@@ -381,7 +383,7 @@ def test_a_failing_rule_is_logged_and_recorded_apart_from_unsupported(caplog):
     def broken(t, i, node):
         raise ValueError("a bug\nsecond line")
 
-    model = load_model(_custom_op_model(), infer_shapes=False)
+    model = load_model(_custom_op_model(), front_door=False)
     register_rule("Swish", broken, domain="my.ops")
     try:
         with caplog.at_level(logging.WARNING, logger="onnxamc.graph.tracer"):

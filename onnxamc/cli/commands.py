@@ -12,13 +12,18 @@ from onnxamc.cli import tables
 
 def inspect(args) -> int:
     from onnxamc import api
+    from onnxamc.graph import parse_input_shapes
 
-    context = api.load_context(args.model)
+    model, door = api.front_door(args.model, parse_input_shapes(args.input_shape))
+    context = api.load_context(model)
     groups, blocks = context.channels.groups, context.blocks
     if args.json:
         print(json.dumps({**context.info.to_dict(), "groups": [g.to_dict() for g in groups],
-                          "blocks": [b.to_dict() for b in blocks]}, indent=2))
+                          "blocks": [b.to_dict() for b in blocks],
+                          "front_door": door.lines()}, indent=2))
         return 0
+    print("\n".join(door.lines()))
+    print()
     print(tables.layer_table(context.info))
     print()
     print(tables.structure(groups, blocks))
@@ -38,10 +43,14 @@ def apply(args) -> int:
 
     policy = api.uniform_policy(args.model, args.uniform) if args.uniform \
         else api.load_policy(args.policy)
-    api.apply(args.model, policy, args.output, calibration=args.calibration,
-              calibration_samples=args.calibration_samples,
-              calibration_method=args.calibration_method, reconstruct=not args.no_reconstruct,
-              channel_multiple=args.channel_multiple, importance=args.importance)
+    options = dict(calibration=args.calibration, calibration_samples=args.calibration_samples,
+                   calibration_method=args.calibration_method,
+                   reconstruct=not args.no_reconstruct, channel_multiple=args.channel_multiple,
+                   importance=args.importance)
+    if args.uniform and args.latency_guard and any(a.bits == 8 for a in policy.layers.values()):
+        print(api.apply_guarded(args.model, policy, args.output, **options)[1])
+    else:
+        api.apply(args.model, policy, args.output, **options)
     if args.save_policy:
         policy.save(args.save_policy)
     print(f"wrote {args.output}")

@@ -38,8 +38,15 @@ def _inspect(sub) -> None:
                                    "the channel groups (layers pruned together, or the op "
                                    "that blocks them) and the removable residual blocks.")
     p.add_argument("model", nargs="?", help=MODEL_HELP)
+    _input_shape_arg(p)
     p.add_argument("--json", action="store_true", help="print {macs, params, layers} as JSON")
     p.set_defaults(run=commands.inspect)
+
+
+def _input_shape_arg(p) -> None:
+    p.add_argument("--input-shape", action="append", metavar="NAME:DIMS",
+                   help="fix an input's shape, e.g. images:1,3,640,640 (repeatable; dynamic "
+                        "dimensions are replaced and shapes re-inferred)")
 
 
 def _apply(sub) -> None:
@@ -62,6 +69,9 @@ def _apply(sub) -> None:
                    help="round kept channel counts to this multiple (default %(default)s)")
     p.add_argument("--importance", choices=["l1", "l2"], default=RunConfig.importance,
                    help="channel importance norm (default %(default)s)")
+    p.add_argument("--no-latency-guard", dest="latency_guard", action="store_false",
+                   help="with --uniform bits=8: skip timing int8 beside float on onnxruntime "
+                        "(by default int8 that is not faster than float is not written)")
     p.set_defaults(run=commands.apply)
 
 

@@ -11,6 +11,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxamc.errors import ModelError
+from onnxamc.graph.normalize import FrontDoorReport, check_domains, mark_normalized, normalize
 
 # Protobuf's hard limit; above it weights must live in external data files.
 PROTOBUF_LIMIT = 2**31 - 1
@@ -25,28 +26,50 @@ class InputSpec:
     dtype: np.dtype
 
 
-def load_model(source: str | Path | onnx.ModelProto, infer_shapes: bool = True) -> onnx.ModelProto:
-    """Read a model (path or ModelProto, external data too), checked and shape-inferred."""
+def load_model(source: str | Path | onnx.ModelProto,
+               input_shapes: dict[str, tuple[int, ...]] | None = None,
+               front_door: bool = True) -> onnx.ModelProto:
+    """Read a model (path or ModelProto, external data too), checked and normalized by
+    the front door (graph/normalize.py) with the user's input shapes. `front_door=False`
+    only checks and shape-infers: the graph as it was written (tests of raw patterns)."""
+    if not front_door:
+        model = source if isinstance(source, onnx.ModelProto) else _read(Path(source))
+        _check(model)
+        return infer(model)
+    return load_with_report(source, input_shapes)[0]
+
+
+def load_with_report(source: str | Path | onnx.ModelProto,
+                     input_shapes: dict[str, tuple[int, ...]] | None = None
+                     ) -> tuple[onnx.ModelProto, FrontDoorReport]:
+    """`load_model`, plus what the front door changed (for `inspect`)."""
     if isinstance(source, onnx.ModelProto):
         model = source
     else:
-        path = Path(source)
-        if not path.exists():
-            raise ModelError(f"model file {str(path)!r} does not exist")
-        if path.is_dir():
-            raise ModelError(f"{str(path)!r} is a directory, not an ONNX file")
-        try:
-            model = onnx.load(str(path), load_external_data=True)
-        except Exception as exc:
-            raise ModelError(f"{path} is not a readable ONNX model: {_first_line(exc)}") from None
-        if not model.graph.node:
-            raise ModelError(f"{path} is not an ONNX model (no graph nodes found)")
+        model = _read(Path(source))
+    check_domains(model)
+    _check(model)
+    return normalize(model, input_shapes)
+
+
+def _check(model: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(model if model.ByteSize() < PROTOBUF_LIMIT else without_weights(model))
     except Exception as exc:
         raise ModelError(f"invalid ONNX model: {_first_line(exc)}") from None
-    if infer_shapes:
-        model = infer(model)
+
+
+def _read(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise ModelError(f"model file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise ModelError(f"{str(path)!r} is a directory, not an ONNX file")
+    try:
+        model = onnx.load(str(path), load_external_data=True)
+    except Exception as exc:
+        raise ModelError(f"{path} is not a readable ONNX model: {_first_line(exc)}") from None
+    if not model.graph.node:
+        raise ModelError(f"{path} is not an ONNX model (no graph nodes found)")
     return model
 
 
@@ -73,9 +96,11 @@ def infer(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def save_model(model: onnx.ModelProto, path: str | Path) -> Path:
     """Save atomically, putting weights in an external file only when protobuf cannot
-    hold them."""
+    hold them. What onnxamc writes comes from the front door's normal form: it is marked
+    so, and reading it again skips the front door."""
     from onnxamc.files import atomic_path
 
+    mark_normalized(model)
     path = Path(path)
     with atomic_path(path) as tmp:
         if model.ByteSize() >= PROTOBUF_LIMIT:
@@ -99,7 +124,8 @@ def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
         if value.name in initializers:
             continue
         tensor = value.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                     for d in tensor.shape.dim)
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
         specs.append(InputSpec(value.name, dims, dtype))
     return specs

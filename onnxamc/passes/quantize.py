@@ -3,8 +3,9 @@
 Static: weights int8 or int4, per output channel or per tensor (chosen per layer through
 `TensorQuantOverrides`), activations uint8 per tensor calibrated on data (MinMax,
 Entropy or Percentile). u8 activations with s8 per-channel weights is what
-onnxruntime's CPU provider fuses into QLinearConv / QGemm. Layers not named are put in
-`nodes_to_exclude` and stay as they are.
+onnxruntime's CPU provider fuses into QLinearConv / QGemm. Q/DQ goes around whole
+regions the target fuses, never around a float op (quant_placement, quant_patterns);
+layers not named, and int8 layers whose region does not pay, stay as they are.
 
 Dynamic: `quantize_dynamic` (ConvInteger / MatMulInteger, activations quantized at run
 time), for the layers named only.
@@ -24,16 +25,14 @@ from typing import Iterable, Iterator
 import numpy as np
 import onnx
 
+from onnxamc.graph import initializer_map
 from onnxamc.graph.model import copy_model
 from onnxamc.passes.graph_edit import (fix_ir_version, gemm_to_matmul, nodes_by_name,
-                                       output_axis, restore_names)
+                                       output_axis, restore_names, unique)
+from onnxamc.passes.quant_placement import Placement, place
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 ENTROPY_BINS = 2048
-# Ops whose int8 versions onnxruntime fuses or passes through between quantized layers.
-CONNECTING_OPS = ("Relu", "Clip", "LeakyRelu", "Add", "Concat", "MaxPool", "AveragePool",
-                  "GlobalAveragePool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
-                  "Gather", "Split", "Resize", "HardSigmoid", "HardSwish", "Sigmoid", "Mul")
 
 
 @dataclass(frozen=True)
@@ -62,37 +61,48 @@ class _Feeds:
 
 def quantize_int8(model: onnx.ModelProto, int8_layers: list[str],
                   calibration: Iterable[dict[str, np.ndarray]],
-                  method: str = "minmax") -> onnx.ModelProto:
-    """Quantize the named layers to int8 per-channel QDQ; the other layers stay float."""
+                  method: str = "minmax", runtime: str = "onnxruntime") -> onnx.ModelProto:
+    """Quantize the named layers to int8 per-channel QDQ where that pays on `runtime`;
+    the other layers stay float."""
     return quantize_static_layers(model, {n: WeightSpec() for n in int8_layers}, calibration,
-                                  method)
+                                  method, runtime)
+
+
+def static_placement(model: onnx.ModelProto, specs: dict[str, WeightSpec],
+                     runtime: str = "onnxruntime",
+                     min_macs_per_border_element: float | None = None) -> Placement:
+    """The int8 regions the static pass would quantize (int4 layers are not placed:
+    no runtime fuses them; they are quantized alone, for size)."""
+    int8 = {n for n, s in specs.items() if s.bits == 8}
+    return place(direct_constants(copy_model(model)), int8, runtime, min_macs_per_border_element)
 
 
 def quantize_static_layers(model: onnx.ModelProto, specs: dict[str, WeightSpec],
                            calibration: Iterable[dict[str, np.ndarray]],
-                           method: str = "minmax", ranges_dir: str | None = None
-                           ) -> onnx.ModelProto:
+                           method: str = "minmax", runtime: str = "onnxruntime",
+                           min_macs_per_border_element: float | None = None,
+                           ranges_dir: str | None = None) -> onnx.ModelProto:
     """Static QDQ for the layers in `specs` (each with its own bits and granularity).
+
+    int8 layers are quantized with whole fusable regions around them, and only where
+    the region pays for its conversions (quant_placement); int4 layers alone.
     `ranges_dir` keeps the activation ranges of each float model and calibration set
     (quantize_static's calibration cache), so candidates of a search that share their
     float part skip the calibration run."""
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if not specs:
         return model
-    named = copy_model(model)
-    nodes = nodes_by_name(named)
-    types = {8: QuantType.QInt8, 4: QuantType.QInt4}
-    overrides = {}
-    for name, spec in specs.items():
-        override = {"quant_type": types[spec.bits], "symmetric": True}
-        if spec.per_channel:
-            override["axis"] = output_axis(nodes[name])
-        overrides[nodes[name].input[1]] = [override]
+    named = direct_constants(copy_model(model))
+    placement = place(named, {n for n, s in specs.items() if s.bits == 8}, runtime,
+                      min_macs_per_border_element)
+    to_quantize = placement.nodes_to_quantize + [n for n, s in specs.items() if s.bits != 8]
+    specs = {n: s for n, s in specs.items() if n in set(to_quantize)}
+    if not specs:
+        return model
+    overrides = weight_overrides(named, specs)
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
-    to_quantize = quantized_neighbourhood(named, set(specs))
     feeds = list(calibration)
     with tempfile.TemporaryDirectory(prefix="onnxamc-q-") as tmp, _quiet_root_logger(), \
             contextlib.redirect_stdout(io.StringIO()):  # calibrators print their progress
@@ -135,29 +145,68 @@ def calibration_cache(ranges_dir: str | None, model: onnx.ModelProto,
     return {"calibration_cache_path": str(Path(ranges_dir) / f"{digest.hexdigest()}-{method}.json")}
 
 
-def quantized_neighbourhood(model: onnx.ModelProto, layers: set[str]) -> list[str]:
-    """The layers plus the cheap ops connected to them through other cheap ops.
+def weight_overrides(model: onnx.ModelProto, specs: dict[str, WeightSpec]) -> dict[str, list]:
+    """onnxruntime's TensorQuantOverrides for the layers' weights, edited in place so
+    that they never conflict: a weight that is not an initializer gets none (the
+    quantizer would calibrate it as an activation and refuse a per-channel override),
+    and an initializer shared by layers asking different things is copied per layer."""
+    from onnxruntime.quantization import QuantType
 
-    Quantizing these lets onnxruntime fuse int8 chains (QLinearConv -> Relu -> Add ...)
-    without touching ops whose activations do not survive uint8: attention masks of
-    -1e4, softmax, layer norm, or ops far from any quantized layer.
-    """
-    producers = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list] = {}
+    types = {8: QuantType.QInt8, 4: QuantType.QInt4}
+    inits = initializer_map(model)
+    nodes = nodes_by_name(model)
+    asked: dict[str, tuple] = {}
+    overrides: dict[str, list] = {}
+    for name, spec in specs.items():
+        node = nodes[name]
+        weight = node.input[1]
+        if weight not in inits:
+            continue
+        override = {"quant_type": types[spec.bits], "symmetric": True}
+        if spec.per_channel:
+            override["axis"] = output_axis(node)
+        key = tuple(sorted(override.items(), key=lambda kv: kv[0]))
+        if asked.setdefault(weight, key) != key or _read_by_other_ops(model, weight, specs):
+            weight = private_copy(model, node, 1)
+        overrides[weight] = [override]
+    return overrides
+
+
+def direct_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Consumers of `Identity(initializer)` read the initializer itself (in place).
+
+    The TorchScript exporter shares identical tensors (all-zero biases, equal weights)
+    through Identity nodes; behind one, a weight or bias looks like an activation to the
+    quantizer, which then leaves the layer unfused or refuses its overrides."""
+    inits = initializer_map(model)
+    alias = {n.output[0]: n.input[0] for n in model.graph.node
+             if n.op_type == "Identity" and n.input[0] in inits}
+    outputs = {o.name for o in model.graph.output}
     for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    chosen = {n.name: n for n in model.graph.node if n.name in layers}
-    todo = list(chosen.values())
-    while todo:
-        node = todo.pop()
-        linked = [producers[i] for i in node.input if i in producers]
-        linked += [c for o in node.output for c in consumers.get(o, [])]
-        for other in linked:
-            if other.op_type in CONNECTING_OPS and other.name not in chosen:
-                chosen[other.name] = other
-                todo.append(other)
-    return list(chosen)
+        for i, name in enumerate(node.input):
+            if name in alias and name not in outputs:
+                node.input[i] = alias[name]
+    dead = [n for n in model.graph.node if n.op_type == "Identity" and n.output[0] in alias
+            and n.output[0] not in outputs]
+    for node in dead:
+        model.graph.node.remove(node)
+    return model
+
+
+def private_copy(model: onnx.ModelProto, node: onnx.NodeProto, index: int) -> str:
+    """Give `node` its own copy of the initializer at input `index`; returns its name."""
+    source = initializer_map(model)[node.input[index]]
+    copy = onnx.TensorProto()
+    copy.CopyFrom(source)
+    copy.name = unique(model, f"{node.name}.{'weight' if index == 1 else 'bias'}")
+    model.graph.initializer.append(copy)
+    node.input[index] = copy.name
+    return copy.name
+
+
+def _read_by_other_ops(model: onnx.ModelProto, weight: str, specs: dict) -> bool:
+    """True if a node that is not one of the quantized layers also reads `weight`."""
+    return any(weight in n.input and n.name not in specs for n in model.graph.node)
 
 
 def entropy_ranges(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], tmp: Path,

@@ -15,6 +15,7 @@ import onnx
 
 from onnxamc.passes.blockwise import quantize_blockwise
 from onnxamc.passes.channel_mix import split_channels
+from onnxamc.passes.embedding_quant import embedding_gathers, quantize_embeddings
 from onnxamc.passes.fp16 import weights_to_fp16
 from onnxamc.graph.model import copy_model
 from onnxamc.passes.graph_edit import ensure_opset
@@ -41,7 +42,7 @@ def quantize_layers(model: onnx.ModelProto, actions: Mapping[str, Any],
                    for n, a in actions.items() if forms[n] in ("int8", "int4")})
     if static:
         out = quantize_static_layers(out, static, job.feeds("static quantization"),
-                                     job.calibration_method,
+                                     job.calibration_method, job.runtime, job.int8_threshold,
                                      ranges_dir=job.cache.ranges_dir if job.cache else None)
     out = quantize_blockwise(out, {n: (a.bits, block_size_of(a)) for n, a in actions.items()
                                    if forms[n].endswith("per-block")})
@@ -50,4 +51,7 @@ def quantize_layers(model: onnx.ModelProto, actions: Mapping[str, Any],
     out = weights_to_fp16(out, [n for n in actions if forms[n] == "fp16"])
     dynamic = {n: a.granularity == "per-channel" for n, a in actions.items()
                if forms[n] == "int8-dynamic"}
-    return quantize_dynamic_layers(out, dynamic) if dynamic else out
+    if not dynamic:
+        return out
+    out = quantize_dynamic_layers(out, dynamic)  # embedding tables come along, as in
+    return quantize_embeddings(out, {name: 8 for name in embedding_gathers(out)})  # ORT's

@@ -30,13 +30,17 @@ CALIBRATION_BATCH = 32
 ModelLike = str | Path | onnx.ModelProto | None
 
 
-def load_context(model: ModelLike) -> ModelContext:
-    """A checked, shape-inferred model, analysed lazily; None is the bundled ResNet-20."""
-    if isinstance(model, ModelContext):
+def load_context(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | None = None
+                 ) -> ModelContext:
+    """A checked model through the front door (graph/normalize.py, with the user's
+    `input_shapes`), analysed lazily; None is the bundled ResNet-20."""
+    if isinstance(model, ModelContext) and not input_shapes:
         return model
+    if isinstance(model, ModelContext):
+        model = model.model
     source = bundled_model_path() if model is None else model
     name = Path(source).name if isinstance(source, (str, Path)) else "model.onnx"
-    return ModelContext(load_model(source), name)
+    return ModelContext(load_model(source, input_shapes), name)
 
 
 class Run:
