@@ -26,10 +26,13 @@ import os
 import time
 from pathlib import Path
 
-import optuna
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")  # as the CLI does: before numpy is imported
 
-from onnxamc import api
-from onnxamc.models import bundled_model_path
+import optuna  # noqa: E402
+
+from onnxamc import api  # noqa: E402
+from onnxamc.models import bundled_model_path  # noqa: E402
 
 COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -158,6 +161,7 @@ def main() -> None:
     parser.add_argument("--quant-seconds", type=float, default=110.0)
     parser.add_argument("--out", default="out/bench-throughput")
     args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
