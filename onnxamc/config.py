@@ -20,6 +20,7 @@ DEFAULT_DATA = "fashion-mnist"
 DEFAULT_CALIBRATION = "fashion-mnist:calib"
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IMPORTANCE = ("l1", "l2")
+PRUNERS = ("halving", "hyperband", "none")  # search.fidelity.PRUNERS
 
 
 class ConfigError(OnnxAmcError):
@@ -45,6 +46,7 @@ class RunConfig:
     channel_multiple: int = 8
     importance: str = "l1"
     reconstruct: bool = True  # refit pruned layers by least squares on calibration data
+    max_spread: float = 0.05  # a latency ratio's interval wider than ±5%: measured again, flagged
 
     def __post_init__(self):
         _at_least(self, "calibration_samples", 1)
@@ -56,6 +58,8 @@ class RunConfig:
         _at_least(self, "channel_multiple", 1)
         _one_of(self, "calibration_method", CALIBRATION_METHODS)
         _one_of(self, "importance", IMPORTANCE)
+        if not (isinstance(self.max_spread, (int, float)) and 0 < self.max_spread < 1):
+            raise ConfigError(f"max-spread must be a number in (0, 1), got {self.max_spread!r}")
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,14 @@ class SearchConfig:
     warm_start_from: Any = None  # the model warm_start was found for (transfer it)
     shaping: Any = None  # search.Shaping
     allow_emulated: bool = False  # search on an emulated board (its latency means nothing)
+    pruner: str = "halving"  # multi-fidelity: halving | hyperband | none
+    workers: int = 1  # processes on this machine evaluating the study's trials
+    profile: bool = False  # time the phases of each trial (search --profile)
 
     def __post_init__(self):
         _at_least(self, "trials", 1)
+        _at_least(self, "workers", 1)
+        _one_of(self, "pruner", PRUNERS)
         if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
             raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
         if isinstance(self.actions, str):

@@ -4,15 +4,24 @@ set and one target.
 Quality runs on this host with onnxruntime CPU, scored by a named metric
 (onnxamc.quality) against labels or the reference's outputs; latency runs on the Target
 (onnxruntime or TVM, local or remote), always side by side with the reference, so every
-ratio is measured in one run. A model the target's runtime cannot run gets no latency,
-`supported=False` and a ratio of infinity, which the search scores as infeasible.
+ratio is measured in one run and carries its bootstrap interval. A model the target's
+runtime cannot run gets no latency, `supported=False` and a ratio of infinity, which
+the search scores as infeasible.
+
 What does not change between candidates (the reference's outputs, its static metrics,
-its prepared runner) is computed once.
+its prepared runner) is computed once; each candidate gets one onnxruntime session,
+used for its latency and its quality alike when the target is this machine's CPU. The
+reference model itself is never timed against itself: its ratio is 1 by construction.
+A search scores candidates in stages (`candidate`, `time`, `quality_upto`) so that it can
+stop early; `evaluate` and `compare` do all of it at once.
 """
 
 from __future__ import annotations
 
+import math
+import time
 import zlib
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Sequence
 
@@ -24,14 +33,31 @@ from onnxamc.errors import UnsupportedOnTargetError
 from onnxamc.graph.context import ModelContext
 from onnxamc.graph.size import bits_per_weight, weight_storage
 from onnxamc.metrics import Metrics
+from onnxamc.profiling import phase
 from onnxamc.quality import Quality, default_quality
-from onnxamc.runtime import make_session, run_batches
+from onnxamc.runtime import make_session
 from onnxamc.runtime.energy import energy_of
-from onnxamc.runtime.measure import Prepared, TargetMeter
+from onnxamc.runtime.latency import RatioInterval
+from onnxamc.runtime.measure import Prepared, TargetMeter, Timing
 from onnxamc.runtime.target import Target, load_target
 
 EVAL_BATCH = 256
 ENERGY_SECONDS = 0.5
+MAX_SPREAD = 0.05  # a ratio's interval wider than ±5% is measured again, then flagged
+UNCERTAIN, BUSY = "uncertain", "busy"
+
+
+@dataclass
+class Candidate:
+    """One model being evaluated: its metrics so far, its prepared runner and session,
+    and the outputs computed so far (quality grows over slices of the data)."""
+
+    model: onnx.ModelProto
+    metrics: Metrics
+    prepared: Prepared | None = None
+    outputs: list[list[np.ndarray]] = field(default_factory=list)  # per batch
+    scored: int = 0  # samples whose outputs are in `outputs`
+    session: object | None = None
 
 
 class Evaluator:
@@ -41,6 +67,7 @@ class Evaluator:
     def __init__(self, reference: ModelContext | onnx.ModelProto, data: Dataset | None,
                  target: Target | str | None = None, *, quality: Quality | None = None,
                  runs: int = 50, warmup: int = 10, measure_energy: bool = True,
+                 max_spread: float = MAX_SPREAD, remeasure: int = 2,
                  allow_emulated: bool = True):
         self.reference = reference if isinstance(reference, ModelContext) \
             else ModelContext(reference)
@@ -48,6 +75,8 @@ class Evaluator:
         self.target = load_target(target)
         self.quality = quality or default_quality(None if data is None else data.labels)
         self.runs, self.warmup, self.measure_energy = runs, warmup, measure_energy
+        self.max_spread, self.remeasure = max_spread, remeasure
+        self.deadline: float | None = None  # time.monotonic(): no re-measuring after it
         # a search refuses latency measured under emulation (allow_emulated=False)
         self.meter = TargetMeter(self.target, allow_emulated)
         self.feed = (data if data is not None else random_data(self.reference.inputs, 1)).one()
@@ -56,13 +85,13 @@ class Evaluator:
     @cached_property
     def truth(self):
         """What candidates are scored against: labels, or the reference's outputs."""
-        return self.quality.truth(self._outputs(self.reference.model), self.data.labels)
+        return self.quality.truth(self._reference_outputs, self.data.labels)
 
     @cached_property
     def reference_metrics(self) -> Metrics:
         metrics = self.static_metrics(self.reference.model)
         if self.data is not None:
-            metrics.quality = self.quality.score(self._outputs(self.reference.model), self.truth)
+            metrics.quality = self.quality.score(self._reference_outputs, self.truth)
         return metrics
 
     @cached_property
@@ -72,26 +101,89 @@ class Evaluator:
     # --- one candidate ----------------------------------------------------------------
     def evaluate(self, model: onnx.ModelProto, measure_latency: bool = True) -> Metrics:
         """The candidate's metrics, its latency timed interleaved with the reference."""
-        metrics = self.score(model)
+        candidate = self.candidate(model, prepare=measure_latency)
         if measure_latency:
-            self._time([model], [metrics], with_reference=True)
-        return metrics.relate_to(self.reference_metrics)
+            self.time([candidate])
+        self.quality_upto(candidate, None)
+        return candidate.metrics.relate_to(self.reference_metrics)
 
     def score(self, model: onnx.ModelProto) -> Metrics:
         """Static metrics and quality, no latency."""
-        metrics = self.static_metrics(model)
-        if self.data is not None:
-            metrics.quality = self.quality.score(self._outputs(model), self.truth)
+        return self.evaluate(model, measure_latency=False)
+
+    def candidate(self, model: onnx.ModelProto, prepare: bool = True) -> Candidate:
+        """Static metrics and, with `prepare`, the target's runner (one session)."""
+        with phase("static metrics"):
+            metrics = self.static_metrics(model)
+        candidate = Candidate(model, metrics)
+        if prepare:
+            with phase("session"):
+                candidate.prepared = self._prepare(model, metrics)
+            if candidate.prepared is not None:
+                candidate.session = candidate.prepared.session
+        return candidate
+
+    def quality_upto(self, candidate: Candidate, samples: int | None) -> Metrics:
+        """Quality on the first `samples` of the data (all with None), computing only
+        the outputs not computed yet; returns the candidate's metrics, related to the
+        reference's quality on the same samples."""
+        if self.data is None:
+            return candidate.metrics
+        total = len(self.data)
+        upto = total if samples is None else min(samples, total)
+        with phase("quality"):
+            if candidate.session is None:
+                candidate.session = make_session(candidate.model, self.target.threads)
+            for start in range(candidate.scored, upto, EVAL_BATCH):
+                feed = {k: v[start:min(start + EVAL_BATCH, upto)]
+                        for k, v in self.data.inputs.items()}
+                candidate.outputs.append(candidate.session.run(None, feed))
+            candidate.scored = max(candidate.scored, upto)
+            outputs = [np.concatenate([b[k] for b in candidate.outputs])[:upto]
+                       for k in range(len(candidate.outputs[0]))]
+            metrics = candidate.metrics
+            metrics.quality = self.quality.score(outputs, _head(self.truth, upto))
+            reference = self.reference_metrics.quality if upto == total else \
+                self.quality.score(self._reference_head(upto), _head(self.truth, upto))
+            metrics.quality_drop = metrics.drop_from(reference)
+            metrics.extra["quality_samples"] = upto
         return metrics
 
-    # --- several side by side -------------------------------------------------------
+    # --- several side by side ---------------------------------------------------------
     def compare(self, models: Sequence[onnx.ModelProto], runs: int | None = None) -> list[Metrics]:
         """[reference, *models] measured side by side; ratios to the reference."""
-        results = [self.score(m) for m in models]
+        candidates = [self.candidate(m) for m in models]
+        for c in candidates:
+            self.quality_upto(c, None)
+        self.time(candidates, runs=runs)
         reference = self.reference_metrics
-        self._time(list(models), results, with_reference=True, runs=runs)
         reference.relate_to(reference)
-        return [reference] + [m.relate_to(reference) for m in results]
+        return [reference] + [c.metrics for c in candidates]
+
+    def time(self, candidates: Sequence[Candidate], runs: int | None = None,
+             remeasure: int | None = None) -> None:
+        """Latency of the candidates interleaved with the reference; every ratio with its
+        interval. An interval wider than `max_spread` is measured again (more rounds,
+        up to `remeasure` times, not past the deadline), then flagged as uncertain."""
+        timed = [c for c in candidates if c.prepared is not None and c.model is not
+                 self.reference.model]
+        if timed:
+            self._time_measured(timed, runs, remeasure)
+        for c in candidates:
+            if c.model is self.reference.model:
+                self._as_reference(c)
+
+    def _time_measured(self, timed: Sequence[Candidate], runs: int | None,
+                       remeasure: int | None) -> None:
+        runners = [self._reference_prepared] + [c.prepared for c in timed]
+        with phase("latency"):
+            timing = self.meter.timing(runners, self.feed, self.warmup, runs or self.runs)
+            tries = self.remeasure if remeasure is None else remeasure
+            while tries > 0 and self._too_wide(timing) and not self._past_deadline():
+                timing = timing.extended(self.meter.timing(runners, self.feed, 1,
+                                                           runs or self.runs))
+                tries -= 1
+        self._record(timing, timed)
 
     # --- parts ------------------------------------------------------------------------
     def static_metrics(self, model: onnx.ModelProto) -> Metrics:
@@ -105,37 +197,61 @@ class Evaluator:
                        layer_bits={s.name: round(s.bits_per_weight, 3) for s in storage},
                        target=self.target.name)
 
-    def _outputs(self, model: onnx.ModelProto) -> list[np.ndarray]:
-        session = make_session(model, self.target.threads)
-        return run_batches(session, self.data.batches(EVAL_BATCH))
+    @cached_property
+    def _reference_session(self):
+        return self._reference_prepared.session or make_session(self.reference.model,
+                                                               self.target.threads)
 
-    def _time(self, models, results: list[Metrics], with_reference: bool,
-              runs: int | None = None) -> None:
-        """Latency of `models` (and the reference first), interleaved on the target."""
-        prepared = [self._prepare(m, r) for m, r in zip(models, results)]
-        timed = [i for i, p in enumerate(prepared) if p is not None]
-        runners = ([self._reference_prepared] if with_reference else []) + \
-            [prepared[i] for i in timed]
-        stats = self.meter.time(runners, self.feed, self.warmup, runs or self.runs)
-        if with_reference:
-            ref_stats, stats = stats[0], stats[1:]
-            self.reference_metrics.latency = ref_stats
-            self.reference_metrics.device = self.meter.device_info
-            self.reference_metrics.emulated = self.meter.emulated
-            if self.reference_metrics.energy is None:
-                self.reference_metrics.energy = self._energy(self._reference_prepared,
-                                                             self.reference_metrics)
-        for i, latency in zip(timed, stats):
-            results[i].latency = latency
-            results[i].energy = self._energy(prepared[i], results[i])
-            results[i].device = self.meter.device_info
-            results[i].emulated = self.meter.emulated  # the label travels with the numbers
+    @cached_property
+    def _reference_outputs(self) -> list[np.ndarray]:
+        return _run_all(self._reference_session, self.data, len(self.data))
+
+    def _reference_head(self, samples: int) -> list[np.ndarray]:
+        return [o[:samples] for o in self._reference_outputs]
+
+    def _too_wide(self, timing: Timing) -> bool:
+        return any(i.spread > self.max_spread for i in timing.intervals()[1:])
+
+    def _past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _record(self, timing: Timing, timed: Sequence[Candidate]) -> None:
+        ref_stats, *stats = timing.stats
+        intervals = timing.intervals()[1:]
+        reference = self.reference_metrics
+        reference.latency, reference.device = ref_stats, self.meter.device_info
+        reference.emulated = self.meter.emulated
+        reference.latency_interval = RatioInterval.exact().to_dict()
+        if reference.energy is None:
+            reference.energy = self._energy(self._reference_prepared, reference)
+        busy = timing.busy.to_dict() if timing.busy is not None else None
+        for c, latency, interval in zip(timed, stats, intervals):
+            m = c.metrics
+            m.latency, m.device, m.busy = latency, self.meter.device_info, busy
+            m.emulated = self.meter.emulated  # the label travels with the numbers
+            m.energy = self._energy(c.prepared, m)
+            m.latency_interval = interval.to_dict()
+            m.latency_flags = ([UNCERTAIN] if interval.spread > self.max_spread else []) + \
+                ([BUSY] if timing.busy is not None and timing.busy.contended else [])
+            m.relate_to(reference)
+
+    def _as_reference(self, candidate: Candidate) -> None:
+        """The unchanged model: its ratio is 1 by construction, never measured."""
+        m = candidate.metrics
+        m.latency = self.reference_metrics.latency
+        m.latency_interval = RatioInterval.exact().to_dict()
+        m.latency_flags = []
+        m.relate_to(self.reference_metrics)
+        m.latency_ratio = 1.0
 
     def _prepare(self, model, metrics: Metrics) -> Prepared | None:
+        if model is self.reference.model:
+            return self._reference_prepared
         try:
             return self.meter.prepare(model, self.feed)
         except UnsupportedOnTargetError as exc:
             metrics.supported, metrics.latency_error = False, str(exc)
+            metrics.latency_ratio = math.inf
             return None
 
     def _energy(self, prepared: Prepared, metrics: Metrics) -> dict:
@@ -144,6 +260,19 @@ class Evaluator:
         run = prepared.run if self.measure_energy else None
         return energy_of(run, self.target.compute_device, metrics.macs, metrics.size_bytes,
                          seconds=ENERGY_SECONDS).to_dict()
+
+
+def _run_all(session, data: Dataset, upto: int) -> list[np.ndarray]:
+    batches = [session.run(None, {k: v[s:s + EVAL_BATCH] for k, v in data.inputs.items()})
+               for s in range(0, upto, EVAL_BATCH)]
+    return [np.concatenate([b[k] for b in batches]) for k in range(len(batches[0]))]
+
+
+def _head(truth, samples: int):
+    """The first `samples` of what candidates are scored against."""
+    if isinstance(truth, (list, tuple)):
+        return type(truth)(_head(t, samples) for t in truth)
+    return truth[:samples] if hasattr(truth, "__getitem__") else truth
 
 
 def compare(models: Sequence[onnx.ModelProto], data: Dataset | None,

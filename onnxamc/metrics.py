@@ -41,6 +41,10 @@ class Metrics:
     size_ratio: float | None = None
     macs_ratio: float | None = None
     reference_latency: LatencyStats | None = None
+    # the ratio's bootstrap interval over the interleaved rounds (RatioInterval.to_dict())
+    latency_interval: dict | None = None
+    latency_flags: list[str] = field(default_factory=list)  # "uncertain", "busy"
+    busy: dict | None = None  # runtime.busy.Busy.to_dict(): other processes' CPU use
     # the search's cost model (AMC's resource): MACs with zeros and pruning counted
     effective_macs: float | None = None
     effective_macs_ratio: float | None = None
@@ -91,6 +95,34 @@ class Metrics:
         metrics = cls(**data)
         metrics.extra.update(extra)
         return metrics
+
+    @property
+    def trusted_latency(self) -> bool:
+        """Whether the latency ratio may be chosen on: measured (or exact) and not
+        flagged uncertain."""
+        return self.latency_ratio is not None and "uncertain" not in self.latency_flags
+
+    @property
+    def no_measurable_change(self) -> bool:
+        """The ratio's interval contains 1: not a speed-up, nor a slow-down."""
+        i = self.latency_interval
+        return i is not None and i["low"] <= 1.0 <= i["high"]
+
+    def describe_latency(self) -> str:
+        """`x0.62 [0.60, 0.64]`, with what the interval means and the flags."""
+        if self.latency_ratio is None:
+            return "latency -"
+        if self.latency_ratio == float("inf"):
+            return "latency: not supported on the target"
+        i = self.latency_interval
+        text = f"latency x{self.latency_ratio:.3f}"
+        if i is not None and i.get("rounds"):
+            text += f" [{i['low']:.3f}, {i['high']:.3f}]"
+        if self.no_measurable_change:
+            text += " (no measurable change)"
+        if self.latency_flags:
+            text += f" ({', '.join(self.latency_flags)})"
+        return text
 
     def describe_quality(self) -> str:
         """`top1 92.90%` or `cosine 0.9981`: the value with the metric's name."""

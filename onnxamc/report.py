@@ -245,6 +245,13 @@ def _policy_plot(path, policy: Policy, layers):
     return path
 
 
+def _ratio_text(m) -> str:
+    """The latency ratio with its interval and flags, as the search output gives it."""
+    if m.latency_ratio is None:
+        return "-"
+    return m.describe_latency().removeprefix("latency ").lstrip("x")
+
+
 def _fmt(value, kind: str) -> str:
     if value is None:
         return "-"
@@ -270,10 +277,17 @@ def _markdown(title, study, trials, policy, layers, before_after, plots, notes) 
         for label, m in before_after.items():
             median = f"{m.latency.median_ms:.3f}" if m.latency else "-"
             lines.append(f"| {label} | {format_quality(m.metric, m.quality)} | {median} | "
-                         f"{_fmt(m.latency_ratio, 'ratio')} | {_fmt(m.size_bytes, 'kb')} | "
+                         f"{_ratio_text(m)} | {_fmt(m.size_bytes, 'kb')} | "
                          f"{_fmt(m.macs, 'int')} | {_fmt(m.params, 'int')} |")
         lines += ["", "Latency: batch 1, measured interleaved with the original in the same "
-                  "process; ratios of medians.", ""]
+                  "process; ratios of medians with their 95% interval over the paired rounds "
+                  "(flagged uncertain when wider than the allowed spread after re-measuring; "
+                  "an interval containing 1 is no measurable change).", ""]
+        busy = [m.busy for m in before_after.values() if m.busy]
+        if busy and max(b["other_cores"] for b in busy) >= 0.5:
+            lines += [f"The machine was busy while measuring: other processes used up to "
+                      f"{max(b['other_cores'] for b in busy):.1f} of {busy[0]['cpus']} cores.",
+                      ""]
     for plot in plots:
         lines += [f"![{plot.stem}]({plot.name})", ""]
     if policy is not None:

@@ -8,7 +8,6 @@ import optuna
 import pytest
 
 from onnxamc.metrics import Metrics
-from onnxamc.policy import Policy
 from onnxamc.runtime.latency import LatencyStats
 from onnxamc.actions import SEARCHABLE
 from onnxamc.search import (AmcReward, LatencyBudget, MultiObjective, SearchSpace,

@@ -16,7 +16,7 @@ from onnxamc.metrics import Metrics
 from onnxamc.policy import Policy
 from onnxamc.search import AccuracyBound, LatencyBudget, make_objective
 
-FINISHED = (optuna.trial.TrialState.COMPLETE,)
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # stopped early counts
 KILL_TRIALS = 40  # enough that the kill lands mid-run even when trials are fast (idle machine)
 
 

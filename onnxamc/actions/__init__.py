@@ -12,7 +12,7 @@ runs, so search/ can read the declarations without importing any pass.
 
 from __future__ import annotations
 
-from onnxamc.actions.base import Action, Field, FloatRange, PassJob, SearchSpec
+from onnxamc.actions.base import Action, Field, FloatRange, PassCache, PassJob, SearchSpec
 from onnxamc.actions.quantize import Quantize
 from onnxamc.actions.structure import LowRank, Prune, Remove
 from onnxamc.actions.weights import Distill, Share, Sparsity
@@ -30,19 +30,21 @@ SEARCHABLE: dict[str, Action] = {a.name: a for a in ACTIONS if a.search is not N
 def apply_policy(model, policy, calibration=None, calibration_method: str = "minmax", *,
                  reconstruct: bool = False, channel_multiple: int = 8,
                  importance: str = "l1", runtime: str = "onnxruntime",
-                 int8_threshold: float | None = 0.0):
+                 int8_threshold: float | None = 0.0, cache: PassCache | None = None):
     """The compressed model for `policy`, validated against `model` first.
 
     `model` is a ModelProto or a graph.ModelContext (analysed once, reused);
     `calibration` returns feed dicts when called, which happens only when a policy
     quantizes activations statically or `reconstruct` refits pruned layers. Each action
     runs on the model the previous one left, in registry order, on the layers whose
-    LayerAction asks for it."""
+    LayerAction asks for it. `cache` keeps what the passes may reuse for the next
+    policy on the same model and calibration data."""
     from onnxamc.graph.context import ModelContext
+    from onnxamc.profiling import phase
 
     context = model if isinstance(model, ModelContext) else ModelContext(model)
     job = PassJob(calibration, calibration_method, reconstruct, channel_multiple, importance,
-                  runtime, int8_threshold)
+                  runtime, int8_threshold, cache)
     check_policy(context, policy)
     current = context
     for action in ACTIONS:
@@ -50,7 +52,8 @@ def apply_policy(model, policy, calibration=None, calibration_method: str = "min
         chosen = {n: a for n, a in policy.layers.items() if n in present and action.is_active(a)}
         if not chosen:
             continue
-        out = action.apply(current, chosen, job)
+        with phase(f"apply {action.name}"):
+            out = action.apply(current, chosen, job)
         if out is not current.model:
             current = ModelContext(out, context.name)
     return current.model
@@ -88,5 +91,6 @@ def searchable_help() -> str:
     return "; ".join(parts)
 
 
-__all__ = ["ACTIONS", "Action", "BY_NAME", "FIELDS", "Field", "FloatRange", "OWNER", "PassJob",
+__all__ = ["ACTIONS", "Action", "BY_NAME", "FIELDS", "Field", "FloatRange", "OWNER", "PassCache",
+           "PassJob",
            "SEARCHABLE", "SearchSpec", "apply_policy", "field_table", "searchable_help"]

@@ -142,6 +142,27 @@ class Action:
         return context.model
 
 
+@dataclass
+class PassCache:
+    """What passes may keep between candidates of one model and one calibration set (a
+    search builds hundreds): the original's side of the reconstruction, and a folder of
+    activation ranges by float model (quantize_static's calibration cache)."""
+
+    model: Any = None  # the ModelProto the reference rows belong to
+    reference_rows: Any = None  # passes.reconstruct.ReferenceRows
+    ranges_dir: str | None = None
+
+    def rows_for(self, model, calibration) -> Any:
+        """ReferenceRows for `model` (kept if it is the cache's model), or None."""
+        if model is not self.model:
+            return None
+        if self.reference_rows is None:
+            from onnxamc.passes.reconstruct import ReferenceRows
+
+            self.reference_rows = ReferenceRows(model, calibration)
+        return self.reference_rows
+
+
 @dataclass(frozen=True)
 class PassJob:
     """What the passes of one `apply_policy` share besides the model and the policy."""
@@ -155,6 +176,7 @@ class PassJob:
     # MACs per converted element an int8 region must do: 0 quantizes every layer asked,
     # None takes the runtime's bar (the latency guard's candidates)
     int8_threshold: float | None = 0.0
+    cache: PassCache | None = None
 
     def feeds(self, why: str) -> Iterable[dict[str, np.ndarray]]:
         from onnxamc.errors import PolicyError

@@ -68,10 +68,12 @@ class Prune(Action):
         if job.reconstruct and job.calibration is None:
             raise PolicyError("least-squares reconstruction needs calibration data "
                               "(--calibration)")
+        reference = job.cache.rows_for(context.model, job.calibration) \
+            if job.cache is not None and job.reconstruct else None
         return prune_channels(context.model, {n: a.keep for n, a in layers.items()},
                               job.channel_multiple, job.importance,
                               job.calibration if job.reconstruct else None,
-                              analysis=context.channels)
+                              analysis=context.channels, reference=reference)
 
 
 class LowRank(Action):

@@ -16,9 +16,9 @@ from onnxamc.errors import OnnxAmcError
 
 
 def main(argv: list[str] | None = None) -> int:
+    _process_settings()  # before anything imports numpy: its BLAS reads the thread count once
     from onnxamc.cli.parser import build_parser
 
-    _process_settings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
@@ -36,9 +36,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _process_settings() -> None:
     """What a command-line tool may decide for the whole process: no GUI backend for the
-    report's plots, Optuna's per-trial log lines off (the progress bar says it), and
-    onnxruntime.quantization's root-logger chatter off."""
+    report's plots, one thread for numpy's BLAS (as for onnxruntime: on a shared machine
+    several BLAS threads spin against each other and a least-squares refit took 5x the
+    CPU time; workers each own a core), Optuna's per-trial log lines off (the progress
+    bar says it), and onnxruntime.quantization's root-logger chatter off."""
     os.environ.setdefault("MPLBACKEND", "Agg")
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -211,7 +211,8 @@ def _search_options(args) -> dict:
                 sensitivity=args.sensitivity, predictor=args.predictor,
                 warm_start=args.warm_start, warm_start_from=args.warm_start_from,
                 target=args.target, pick=args.pick, progress=not args.no_progress,
-                verify_runs=args.verify_runs, allow_emulated=args.allow_emulated)
+                verify_runs=args.verify_runs, allow_emulated=args.allow_emulated,
+                workers=args.workers, pruner=args.pruner, profile=args.profile)
 
 
 def _interrupted() -> int:
@@ -235,4 +236,6 @@ def _print_search(outcome) -> bool:
     print("\n".join(tables.search_summary(outcome)))
     if outcome.compressed.emulated:
         print(tables.EMULATED_NOTE.format(outcome.compressed.emulated), file=sys.stderr)
+    if outcome.profile:
+        print(f"\nwhere a trial's time went (this process's trials):\n{outcome.profile}")
     return True

@@ -7,7 +7,7 @@ import argparse
 from onnxamc import __version__
 from onnxamc.actions import searchable_help
 from onnxamc.cli import commands
-from onnxamc.config import (CALIBRATION_METHODS, DEFAULT_CALIBRATION, RecoveryConfig,
+from onnxamc.config import (CALIBRATION_METHODS, DEFAULT_CALIBRATION, PRUNERS, RecoveryConfig,
                             RunConfig, SearchConfig)
 from onnxamc.search import AGENTS, OBJECTIVES
 
@@ -272,8 +272,20 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warm-start", metavar="POLICY", help="a policy JSON to try first")
     p.add_argument("--warm-start-from", metavar="MODEL", help="the model --warm-start was "
                    "found for: transfer it to this model's layers (type, relative depth)")
-    p.add_argument("--storage", help="journal file or database URL (default: OUTPUT.journal)")
+    p.add_argument("--storage", help="journal file or database URL, e.g. "
+                   "postgresql://user@host/db: workers on several machines run the same "
+                   "command against it (default: OUTPUT.journal)")
     p.add_argument("--study", help="study name (default: from the output name and objective)")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="processes on this machine evaluating the study's trials; latency "
+                        "measurements still take turns (default %(default)s)")
+    p.add_argument("--pruner", default=d.pruner, choices=PRUNERS,
+                   help="stop unpromising trials early: quality on growing slices of the "
+                        "data compared by successive halving or Hyperband (default "
+                        "%(default)s)")
+    p.add_argument("--profile", action="store_true",
+                   help="print where a trial's time goes (build per action, sessions, "
+                        "quality, latency), in wall and CPU seconds")
     p.add_argument("-o", "--output", help="compressed model path (default: MODEL-compressed.onnx)")
     p.add_argument("--eval-samples", type=int, help="evaluate on the first N samples only")
     p.add_argument("--seed", type=int, default=RunConfig.seed,

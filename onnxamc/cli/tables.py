@@ -92,13 +92,21 @@ def before_after(rows: dict[str, Metrics]) -> str:
 def search_summary(outcome) -> list[str]:
     """The lines `search` and `compress` print about the study and the chosen policy."""
     r = outcome.result
+    stopped = f", {r.stopped} stopped early" if r.stopped else ""
     lines = [f"study {outcome.study_name!r} in {outcome.storage}: {len(r.study.trials)} trials "
-             f"({r.new_trials} new, {r.trials_per_minute:.1f} trials/min)"]
+             f"({r.new_trials} new{stopped}, {r.trials_per_minute:.1f} trials/min)"]
     o, c = outcome.original, outcome.compressed
+    times = f" ({c.latency.median_ms:.3f} ms vs {o.latency.median_ms:.3f} ms, re-measured " \
+            "interleaved)" if c.latency is not None and o.latency is not None else ""
     lines.append(f"best trial #{r.best.number}: {c.describe_quality()} (original "
-                 f"{format_quality(o.metric, o.quality)}), latency x{c.latency_ratio:.3f} "
-                 f"({c.latency.median_ms:.3f} ms vs {o.latency.median_ms:.3f} ms, "
-                 f"re-measured interleaved), size x{c.size_ratio:.3f}")
+                 f"{format_quality(o.metric, o.quality)}), {c.describe_latency()}{times}, "
+                 f"size x{c.size_ratio:.3f}")
+    if c.busy and c.busy.get("other_cores", 0) >= 0.5:
+        lines.append(f"machine busy while measuring: other processes used "
+                     f"{c.busy['other_cores']:.1f} of {c.busy['cpus']} cores")
+    if "uncertain" in c.latency_flags:
+        lines.append("warning: every candidate's latency stayed uncertain after re-measuring; "
+                     "chosen at the slow end of its interval (measure again on a quiet machine)")
     if r.predictor:
         lines.append("predictor: {evaluations_saved} evaluations saved, {wrong} of {audited} "
                      "audited skips wrong".format(**r.predictor))

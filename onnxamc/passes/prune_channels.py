@@ -30,12 +30,14 @@ Feeds = Callable[[], Iterable[dict[str, np.ndarray]]]
 def prune_channels(model: onnx.ModelProto, keep: dict[str, float],
                    multiple: int = DEFAULT_MULTIPLE, criterion: str = "l1",
                    calibration: Feeds | None = None,
-                   analysis: ChannelAnalysis | None = None) -> onnx.ModelProto:
+                   analysis: ChannelAnalysis | None = None,
+                   reference=None) -> onnx.ModelProto:
     """Keep `keep[layer]` of the output channels of each named layer's group.
 
     A group's ratio is the largest one given to any of its layers (layers left at 1.0 do
     not vote, so one entry prunes a whole residual group). With `calibration` (feed
-    dicts), the layers that lost input channels are refitted by least squares.
+    dicts), the layers that lost input channels are refitted by least squares
+    (`reference`: the original's side of it, kept across candidates).
     """
     if criterion not in CRITERIA:
         raise PolicyError(f"unknown importance criterion {criterion!r}; use one of "
@@ -51,7 +53,7 @@ def prune_channels(model: onnx.ModelProto, keep: dict[str, float],
     if calibration is not None:
         from onnxamc.passes.reconstruct import reconstruct
 
-        out = reconstruct(model, out, plan, calibration)
+        out = reconstruct(model, out, plan, calibration, reference=reference)
     return out
 
 

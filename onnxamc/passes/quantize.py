@@ -80,11 +80,15 @@ def static_placement(model: onnx.ModelProto, specs: dict[str, WeightSpec],
 def quantize_static_layers(model: onnx.ModelProto, specs: dict[str, WeightSpec],
                            calibration: Iterable[dict[str, np.ndarray]],
                            method: str = "minmax", runtime: str = "onnxruntime",
-                           min_macs_per_border_element: float | None = None) -> onnx.ModelProto:
+                           min_macs_per_border_element: float | None = None,
+                           ranges_dir: str | None = None) -> onnx.ModelProto:
     """Static QDQ for the layers in `specs` (each with its own bits and granularity).
 
     int8 layers are quantized with whole fusable regions around them, and only where
-    the region pays for its conversions (quant_placement); int4 layers alone."""
+    the region pays for its conversions (quant_placement); int4 layers alone.
+    `ranges_dir` keeps the activation ranges of each float model and calibration set
+    (quantize_static's calibration cache), so candidates of a search that share their
+    float part skip the calibration run."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if not specs:
@@ -116,8 +120,29 @@ def quantize_static_layers(model: onnx.ModelProto, specs: dict[str, WeightSpec],
             calibrate_method=methods["minmax" if method == "entropy" else method],
             extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True,
                            "TensorQuantOverrides": overrides},
+            **calibration_cache(ranges_dir, named, feeds, method),
         )
         return fix_ir_version(onnx.load(str(out)))
+
+
+def calibration_cache(ranges_dir: str | None, model: onnx.ModelProto,
+                      feeds: list[dict[str, np.ndarray]], method: str) -> dict:
+    """quantize_static's `calibration_cache_path` for this float model and these feeds
+    (a file named by their hash), where the installed onnxruntime has it."""
+    import hashlib
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    if ranges_dir is None or method == "entropy" or \
+            "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        return {}
+    digest = hashlib.sha1(model.SerializeToString())
+    for feed in feeds:
+        for name in sorted(feed):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(feed[name]).tobytes())
+    return {"calibration_cache_path": str(Path(ranges_dir) / f"{digest.hexdigest()}-{method}.json")}
 
 
 def weight_overrides(model: onnx.ModelProto, specs: dict[str, WeightSpec]) -> dict[str, list]:

@@ -42,7 +42,8 @@ def quantize_layers(model: onnx.ModelProto, actions: Mapping[str, Any],
                    for n, a in actions.items() if forms[n] in ("int8", "int4")})
     if static:
         out = quantize_static_layers(out, static, job.feeds("static quantization"),
-                                     job.calibration_method, job.runtime, job.int8_threshold)
+                                     job.calibration_method, job.runtime, job.int8_threshold,
+                                     ranges_dir=job.cache.ranges_dir if job.cache else None)
     out = quantize_blockwise(out, {n: (a.bits, block_size_of(a)) for n, a in actions.items()
                                    if forms[n].endswith("per-block")})
     out = quantize_matmul_nbits(out, {n: (a.bits, block_size_of(a), a.accuracy_level)

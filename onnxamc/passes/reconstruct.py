@@ -4,10 +4,17 @@ A layer that lost input channels is refitted so that, on calibration data, its o
 from the pruned model's inputs matches the original model's output (on the output
 channels it keeps): min_W ||X W - Y||² + λ||W||², one linear solve per layer, no
 training. Convolutions are unfolded into patches at a random sample of positions.
+
+Layers are refitted in graph order, each on the inputs its refitted predecessors give:
+the pruned model's activations come from a segment-by-segment forward pass
+(runtime.segments), about one pass of the calibration data in all. The original's side
+(the sampled positions and its outputs there) does not depend on the candidate: a
+`ReferenceRows` kept across candidates (a search's hundreds) computes it once per layer.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Callable, Iterable
 
 import numpy as np
@@ -16,33 +23,63 @@ from onnx import helper, numpy_helper
 
 from onnxamc.graph.groups import PruningPlan
 from onnxamc.graph.model import copy_model, initializer_map
-from onnxamc.runtime import fetch_activations
+from onnxamc.profiling import phase
+from onnxamc.runtime.segments import Forward
 
-MAX_ROWS = 4096
+MAX_ROWS = 4096  # (fewer rows, e.g. 8 per unknown, cost 1-4 points of accuracy on ResNet-20)
 RIDGE = 1e-3  # relative to the mean diagonal of XᵀX: keeps the solve well posed
+Feeds = Callable[[], Iterable[dict[str, np.ndarray]]]
+
+
+class ReferenceRows:
+    """The original model's side of every refit, kept across candidates: per layer
+    output, the sampled positions and the original's outputs there (all channels)."""
+
+    def __init__(self, original: onnx.ModelProto, calibration: Feeds, seed: int = 0,
+                 max_rows: int = MAX_ROWS):
+        self.original, self.calibration = original, calibration
+        self.seed, self.max_rows = seed, max_rows
+        self.rows: dict[str, tuple[tuple, np.ndarray]] = {}
+        self._forward: Forward | None = None
+
+    def of(self, node: onnx.NodeProto) -> tuple[tuple, np.ndarray]:
+        """(positions, targets): where to sample and what the original gives there."""
+        name = node.output[0]
+        if name not in self.rows:
+            if self._forward is None:
+                self._forward = Forward(self.original, self.calibration())
+            y = self._forward.fetch(name)
+            rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
+            positions = _positions(node, y.shape, rng, self.max_rows)
+            self.rows[name] = (positions, _targets(node, y, positions))
+        return self.rows[name]
 
 
 def reconstruct(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: PruningPlan,
-                calibration: Callable[[], Iterable[dict[str, np.ndarray]]],
-                max_rows: int = MAX_ROWS, seed: int = 0) -> onnx.ModelProto:
-    """`pruned` with its input-pruned layers refitted to the original's outputs."""
+                calibration: Feeds, max_rows: int = MAX_ROWS, seed: int = 0,
+                reference: ReferenceRows | None = None) -> onnx.ModelProto:
+    """`pruned` with its input-pruned layers refitted to the original's outputs.
+    `reference` (for `original` and `calibration`) may come from earlier candidates."""
     targets = _refittable(pruned, plan)
     if not targets:
         return pruned
-    out = copy_model(pruned)
-    inits = initializer_map(out)
-    rng = np.random.default_rng(seed)
-    for i, out_mask in targets:  # in graph order, each on the inputs refitted so far
-        node = out.graph.node[i]  # one layer at a time: memory holds two activations
-        x = fetch_activations(out, calibration(), [node.input[0]])[node.input[0]]
-        y = fetch_activations(original, calibration(), [node.output[0]])[node.output[0]]
-        w_init = inits[node.input[1]]
-        weight = numpy_helper.to_array(w_init)
-        bias = None
-        if len(node.input) > 2 and node.input[2] in inits:
-            bias = numpy_helper.to_array(inits[node.input[2]])
-        fitted = _refit(node, weight, bias, x, y, out_mask, rng, max_rows)
-        w_init.CopyFrom(numpy_helper.from_array(fitted.astype(weight.dtype), w_init.name))
+    with phase("reconstruct"):
+        reference = reference or ReferenceRows(original, calibration, seed, max_rows)
+        out = copy_model(pruned)
+        inits = initializer_map(out)
+        forward = Forward(out, calibration())
+        for i, out_mask in targets:  # in graph order, each on the inputs refitted so far
+            node = out.graph.node[i]
+            positions, y_rows = reference.of(node)
+            x = forward.fetch(node.input[0])
+            w_init = inits[node.input[1]]
+            weight = numpy_helper.to_array(w_init)
+            bias = None
+            if len(node.input) > 2 and node.input[2] in inits:
+                bias = numpy_helper.to_array(inits[node.input[2]])
+            fitted = _refit(node, weight, bias, x, positions, y_rows, out_mask)
+            w_init.CopyFrom(numpy_helper.from_array(fitted.astype(weight.dtype), w_init.name))
+            forward.changed(i)
     return out
 
 
@@ -75,58 +112,80 @@ def _refittable(pruned: onnx.ModelProto, plan: PruningPlan) -> list[tuple[int, n
     return found
 
 
-def _refit(node, weight, bias, x, y, out_mask, rng, max_rows) -> np.ndarray:
+def _refit(node, weight, bias, x, positions, y_rows, out_mask) -> np.ndarray:
+    targets = y_rows if out_mask is None else y_rows[:, out_mask]
     if node.op_type == "Conv":
-        y = y if out_mask is None else y[:, out_mask]
-        rows, targets = _conv_rows(node, weight.shape, x, y, rng, max_rows)
+        rows = _patches(node, weight.shape, x, positions)
         if bias is not None:
             targets = targets - bias
         current = weight.reshape(weight.shape[0], -1).T
         return _better(rows, targets, current).T.reshape(weight.shape)
-    channel_last = -1
-    y = y if out_mask is None else np.compress(out_mask, y, axis=channel_last)
-    rows = x.reshape(-1, x.shape[-1])
-    targets = y.reshape(-1, y.shape[-1])
+    rows = x.reshape(-1, x.shape[-1])[positions[0]]
     if bias is not None and node.op_type == "Gemm":
         targets = targets - bias
-    if len(rows) > max_rows:
-        pick = rng.choice(len(rows), max_rows, replace=False)
-        rows, targets = rows[pick], targets[pick]
     transposed = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
     solution = _better(rows, targets, weight.T if transposed else weight)  # (c_in, c_out)
     return solution.T if transposed else solution
 
 
-def _conv_rows(node, w_shape, x, y, rng, max_rows):
-    """Input patches and output values at random (sample, y, x) positions."""
+def _positions(node, y_shape, rng, max_rows) -> tuple:
+    """Where a layer's output is sampled: (sample, y, x) triples for a convolution, row
+    indices of the flattened leading axes otherwise."""
+    if node.op_type == "Conv":
+        n, _, oh, ow = y_shape
+        count = min(max_rows, n * oh * ow)
+        flat = rng.choice(n * oh * ow, count, replace=False)
+        ns, rest = np.divmod(flat, oh * ow)
+        oy, ox = np.divmod(rest, ow)
+        return ns, oy, ox
+    total = int(np.prod(y_shape[:-1]))
+    picks = rng.choice(total, max_rows, replace=False) if total > max_rows else np.arange(total)
+    return (picks,)
+
+
+def _targets(node, y: np.ndarray, positions: tuple) -> np.ndarray:
+    """The layer's outputs at the sampled positions, (rows, channels), float64."""
+    if node.op_type == "Conv":
+        ns, oy, ox = positions
+        return y[ns, :, oy, ox].astype(np.float64)
+    return y.reshape(-1, y.shape[-1])[positions[0]].astype(np.float64)
+
+
+def _patches(node, w_shape, x, positions) -> np.ndarray:
+    """Input patches of a convolution at the sampled output positions, (rows, c·kh·kw),
+    gathered one kernel offset at a time (small index arrays, not a 4-D broadcast)."""
+    ns, oy, ox = positions
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     kh, kw = w_shape[2:]
     sh, sw = attrs.get("strides", [1, 1])
     dh, dw = attrs.get("dilations", [1, 1])
     top, left, bottom, right = attrs.get("pads", [0, 0, 0, 0])
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    n, _, oh, ow = y.shape
-    count = min(max_rows, n * oh * ow)
-    flat = rng.choice(n * oh * ow, count, replace=False)
-    ns, rest = np.divmod(flat, oh * ow)
-    oy, ox = np.divmod(rest, ow)
-    channels = np.arange(x.shape[1])[None, :, None, None]
-    yy = (oy * sh)[:, None, None, None] + (np.arange(kh) * dh)[None, None, :, None]
-    xx = (ox * sw)[:, None, None, None] + (np.arange(kw) * dw)[None, None, None, :]
-    patches = xp[ns[:, None, None, None], channels, yy, xx].reshape(count, -1)
-    return patches.astype(np.float64), y[ns, :, oy, ox].astype(np.float64)
+    used = np.unique(ns)  # pad only the samples that give rows
+    xp = np.pad(x[used], ((0, 0), (0, 0), (top, bottom), (left, right)))
+    local = np.searchsorted(used, ns)
+    out = np.empty((len(ns), x.shape[1], kh, kw), dtype=np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i, j] = xp[local, :, oy * sh + i * dh, ox * sw + j * dw]
+    return out.reshape(len(ns), -1)
 
 
 def _better(rows: np.ndarray, targets: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """The least-squares fit, unless it fits the sampled rows worse than `current`."""
-    fitted = _ridge(rows, targets)
-    error = lambda w: float(np.sum((rows @ w - targets) ** 2))
+    """The least-squares fit, unless it fits the sampled rows worse than `current`
+    (errors from the normal equations' products: no second pass over the rows)."""
+    rows, targets = rows.astype(np.float64, copy=False), targets.astype(np.float64, copy=False)
+    gram, cross = rows.T @ rows, rows.T @ targets
+    fitted = _ridge(gram, cross)
+    total = float(np.sum(targets * targets))
+
+    def error(w: np.ndarray) -> float:
+        return float(np.sum(w * (gram @ w)) - 2 * np.sum(w * cross)) + total
     return fitted if error(fitted) <= error(current.astype(np.float64)) else current
 
 
-def _ridge(rows: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    rows = rows.astype(np.float64)
-    gram = rows.T @ rows
+def _ridge(gram: np.ndarray, cross: np.ndarray) -> np.ndarray:
+    """(XᵀX + λI)⁻¹ Xᵀy with λ relative to XᵀX's mean diagonal."""
     lam = RIDGE * float(np.mean(np.diag(gram))) + 1e-12
-    gram[np.diag_indices_from(gram)] += lam
-    return np.linalg.solve(gram, rows.T @ targets.astype(np.float64))
+    regular = gram.copy()
+    regular[np.diag_indices_from(regular)] += lam
+    return np.linalg.solve(regular, cross)

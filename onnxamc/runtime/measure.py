@@ -1,10 +1,12 @@
 """Latency of models on one Target, whatever its runtime and wherever its device.
 
 `TargetMeter.prepare` turns a model into what the target runs (an onnxruntime session,
-a TVM VM, or the bytes to upload to a board); `time` measures several prepared models
-side by side: interleaved run by run on this machine, or in alternating blocks within
-one RPC session on a board; `outputs` computes a prepared model's outputs where it runs.
-A model the runtime cannot take raises UnsupportedOnTargetError from `prepare`.
+a TVM VM, or the bytes to upload to a board); `timing` measures several prepared models
+side by side: interleaved run by run on this machine (one measurement at a time per
+device, on its own core, with the other processes' CPU use read alongside), or in
+alternating blocks within one RPC session on a board; `outputs` computes a prepared
+model's outputs where it runs. A model the runtime cannot take raises
+UnsupportedOnTargetError from `prepare`.
 
 A board whose agent says it is emulated (qemu) is labelled in `emulated`; a meter made
 with `allow_emulated=False` (the search's) refuses it before any work: latency measured
@@ -21,7 +23,9 @@ import numpy as np
 import onnx
 
 from onnxamc.errors import TargetError
-from onnxamc.runtime.latency import LatencyStats, measure_interleaved
+from onnxamc.runtime.busy import Busy, CpuWatch
+from onnxamc.runtime.latency import (LatencyStats, RatioInterval, ratio_intervals, repeat_for,
+                                     stats_of, time_interleaved)
 from onnxamc.runtime.target import Target
 
 REMOTE_ROUNDS = 3
@@ -37,6 +41,33 @@ class Prepared:
     outputs: Callable[[dict], list[np.ndarray]] | None = None  # local: outputs for a feed
     build_seconds: float = 0.0
     notes: dict = field(default_factory=dict)
+    session: object | None = None  # local onnxruntime on the CPU: the session itself
+
+
+@dataclass
+class Timing:
+    """One side-by-side measurement: seconds per round of each model (paired rounds),
+    and how busy the machine was meanwhile."""
+
+    samples: np.ndarray  # (rounds, models)
+    busy: Busy | None = None
+    waited: float = 0.0  # seconds spent waiting for the device's lock
+
+    @property
+    def stats(self) -> list[LatencyStats]:
+        return stats_of(self.samples)
+
+    def intervals(self) -> list[RatioInterval]:
+        """Each model's ratio to the first, with its bootstrap interval."""
+        return ratio_intervals(self.samples)
+
+    def extended(self, more: "Timing") -> "Timing":
+        """Both measurements' rounds together (a re-measurement narrows the interval);
+        the busier reading is kept."""
+        busy = max((b for b in (self.busy, more.busy) if b is not None),
+                   key=lambda b: b.other_cores, default=None)
+        return Timing(np.concatenate([self.samples, more.samples]), busy,
+                      self.waited + more.waited)
 
 
 class TargetMeter:
@@ -94,7 +125,8 @@ class TargetMeter:
 
         session = target_session(data, self.target)
         return Prepared("onnx", run=session_runner(session, feed, self.target),
-                        outputs=lambda f: session.run(None, f))
+                        outputs=lambda f: session.run(None, f),
+                        session=session if self.target.compute_device == "cpu" else None)
 
     def _prepare_tvm(self, model: onnx.ModelProto, feed) -> Prepared:
         from onnxamc.runtime.tvm_build import LocalVM, build
@@ -109,11 +141,31 @@ class TargetMeter:
 
     def time(self, prepared: list[Prepared], feed: dict[str, np.ndarray], warmup: int = 10,
              runs: int = 50) -> list[LatencyStats]:
-        if not self.target.is_remote:
-            return measure_interleaved([p.run for p in prepared], warmup, runs)
-        return self._time_remote(prepared, feed, warmup, runs)
+        return self.timing(prepared, feed, warmup, runs).stats
 
-    def _time_remote(self, prepared, feed, warmup, runs) -> list[LatencyStats]:
+    def timing(self, prepared: list[Prepared], feed: dict[str, np.ndarray], warmup: int = 10,
+               runs: int = 50) -> Timing:
+        """The prepared models side by side. Locally: interleaved rounds under the
+        device's lock, pinned to the measurement core, each turn the fastest of a few
+        back-to-back runs for short models; the other processes' CPU use is read."""
+        if self.target.is_remote:
+            return Timing(self._time_remote(prepared, feed, warmup, runs))
+        from onnxamc.runtime.device_lock import exclusive_measurement
+
+        one_core = self.target.compute_device == "cpu" and self.target.threads == 1
+        with exclusive_measurement(self.lock_key, pin=one_core) as held:
+            runners = [p.run for p in prepared]
+            repeat = repeat_for(runners[0])
+            watch = CpuWatch(held["core"])
+            samples = time_interleaved(runners, warmup, runs, repeat)
+            return Timing(samples, watch.stop(), held["waited"])
+
+    @property
+    def lock_key(self) -> str:
+        """Measurements with the same key take turns: one device of this machine."""
+        return f"{self.target.compute_device}:{self.target.provider_options.get('device_id', 0)}"
+
+    def _time_remote(self, prepared, feed, warmup, runs) -> np.ndarray:
         """Alternating blocks in one session: the board is ours alone while it lasts."""
         from onnxamc.runtime.remote import RemoteSession
 
@@ -131,7 +183,8 @@ class TargetMeter:
                         samples[i] += session.time_onnx(handles[i], feed, w, block)
                     else:
                         samples[i] += session.time_tvm(handles[i], w, block)
-        return [LatencyStats.from_samples(np.asarray(s) / 1e3) for s in samples]
+        paired = min(len(s) for s in samples)  # run j of each model, in the same block
+        return np.asarray([s[:paired] for s in samples], dtype=np.float64).T / 1e3
 
     @staticmethod
     def _load_remote(session, prepared: Prepared, feed):

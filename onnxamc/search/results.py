@@ -93,7 +93,24 @@ def candidates(study: optuna.Study, objective: Objective,
 
 
 def choose(objective: Objective, measured: list[Metrics]) -> tuple[int, bool]:
-    """(index, meets the goal) among re-measured candidates, by the new numbers."""
+    """(index, meets the goal) among re-measured candidates, by the new numbers. A
+    latency flagged uncertain is never chosen on by its point estimate: it counts at
+    the slow end of its interval (a candidate surely faster still wins; it stays
+    flagged in the output)."""
+    view = [m if m.trusted_latency else _at_slow_end(m) for m in measured]
+    return _choose(objective, view)
+
+
+def _at_slow_end(metrics: Metrics) -> Metrics:
+    interval = metrics.latency_interval
+    if not interval or metrics.latency_ratio is None:
+        return metrics
+    slow = Metrics.from_dict(metrics.to_dict())
+    slow.latency_ratio = max(interval["high"], metrics.latency_ratio)
+    return slow
+
+
+def _choose(objective: Objective, measured: list[Metrics]) -> tuple[int, bool]:
     if isinstance(objective, MultiObjective):
         return objective.pick_rule.choose(measured) or (0, False)
     if not isinstance(objective, (LatencyBudget, AccuracyBound)):

@@ -1,49 +1,188 @@
 """Study storage: a journal file by default, an RDB URL (PostgreSQL, SQLite) on request.
 
 The study is also the policy database: trial params are the policy, user attributes
-the measured metrics.
+the measured metrics. Several processes share one: a journal file on one machine,
+PostgreSQL across machines (with Optuna's heartbeat, so a killed worker's trial is
+failed and run again). What a user can get wrong here is a one-line SearchError: a
+missing driver, a server that does not answer within CONNECT_TIMEOUT, a file that is
+not a journal, a journal torn by a crash.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
 from pathlib import Path
 
 import optuna
 
-from onnxamc.errors import SearchError
+from onnxamc.errors import SearchError, first_line
 
-RDB_SCHEMES = ("sqlite://", "postgresql://", "postgresql+psycopg2://", "mysql://")
+RDB_SCHEMES = ("sqlite://", "postgresql://", "postgresql+", "postgres://", "mysql://",
+               "mysql+")
+POSTGRES_DRIVERS = {"psycopg": "psycopg", "psycopg2": "psycopg2"}  # URL driver: module
+CONNECT_TIMEOUT = 10  # seconds to reach a database server and hear from it
+HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
+GRACE_PERIOD = 60  # a trial silent this long belongs to a dead worker: failed, retried
+MAX_RETRY = 3  # a trial whose worker died is run again at most this often
 
 
-def open_storage(spec: str | Path):
+def open_storage(spec: str | Path, create: bool = True):
     """`path/to/file.journal` (any plain path), an SQLAlchemy URL, or `:memory:` (kept in
     this process only: tests and benchmarks, where a journal's fsync per write costs
-    more than a synthetic trial)."""
+    more than a synthetic trial). With `create=False` a missing journal is an error
+    instead of a new empty file (reading a study must not make one)."""
     text = str(spec)
     if text == ":memory:":
         return optuna.storages.InMemoryStorage()
     if text.startswith(RDB_SCHEMES):
-        try:
-            return optuna.storages.RDBStorage(text, heartbeat_interval=60, grace_period=120)
-        except Exception as exc:
-            raise SearchError(f"cannot open study storage {text!r}: "
-                              f"{str(exc).splitlines()[0]}") from None
+        return _open_rdb(text)
     if "://" in text:
         raise SearchError(f"unsupported storage URL {text!r}: use a journal file path or "
                           "sqlite:// / postgresql:// URL")
-    path = Path(text)
+    return _open_journal(Path(text), create)
+
+
+def is_shared(spec: str | Path) -> bool:
+    """Whether other processes can open the same storage (workers need one that is)."""
+    return str(spec) != ":memory:"
+
+
+def _open_rdb(url: str):
+    import warnings
+
+    url = postgres_url(url)
+    kwargs: dict = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback",
+                            None) or optuna.storages.RetryFailedTrialCallback
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_INTERVAL,
+                grace_period=GRACE_PERIOD,
+                heartbeat_stale_trial_callback=retry(max_retry=MAX_RETRY))
+    except Exception as exc:
+        raise SearchError(f"cannot open study storage {_redacted(url)!r}: "
+                          f"{first_line(exc)}") from None
+
+
+def postgres_url(url: str) -> str:
+    """The URL with a PostgreSQL driver that is installed: `postgresql://` (SQLAlchemy
+    2.1 means psycopg 3 by it) and `postgresql+psycopg2://` both work with either
+    psycopg 3 or psycopg2; without either, one line says what to install."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres") and not scheme.startswith("postgresql+"):
+        return url
+    asked = scheme.partition("+")[2] or None
+    if asked is not None and asked not in POSTGRES_DRIVERS:
+        return url  # another SQLAlchemy dialect driver (pg8000, asyncpg...): as given
+    installed = [d for d, module in POSTGRES_DRIVERS.items()
+                 if importlib.util.find_spec(module) is not None]
+    if not installed:
+        raise SearchError("a PostgreSQL storage needs a driver: pip install 'onnxamc[dist]' "
+                          "(psycopg2) or psycopg")
+    driver = asked if asked in installed else installed[0]
+    return f"postgresql+{driver}{sep}{rest}"
+
+
+def _open_journal(path: Path, create: bool):
     if path.is_dir():
-        raise SearchError(f"study storage {text!r} is a directory; give a file path")
+        raise SearchError(f"study storage {str(path)!r} is a directory; give a file path")
+    if not path.exists() and not create:
+        raise SearchError(f"no study storage at {str(path)!r} (give the journal file or "
+                          "database URL the search wrote)")
+    if path.exists():
+        check_journal(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     try:
-        return JournalStorage(JournalFileBackend(str(path)))
+        backend = JournalFileBackend(str(path))
+        repair_torn_tail(path, backend)
+        return JournalStorage(backend)
+    except SearchError:
+        raise
     except Exception as exc:
-        raise SearchError(f"cannot open journal file {text!r}: {str(exc).splitlines()[0]}") from None
+        raise SearchError(f"cannot open journal file {str(path)!r}: {first_line(exc)}") from None
 
 
-def mark_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Mark a trial another process left RUNNING as failed. Optuna's public API only
-    finishes trials of this process; this is the one place that reaches its storage."""
-    study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+def check_journal(path: Path) -> None:
+    """A one-line error unless `path` is empty or an Optuna journal: one JSON record
+    with an `op_code` per line. A record that does not parse before the last line (a
+    torn write that later writes were appended to) is named, with the intact trials."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+        if head.startswith(b"SQLite format 3"):
+            raise SearchError(f"study storage {str(path)!r} is an SQLite database: give it "
+                              f"as sqlite:///{path}")
+        f.seek(0)
+        lines = f.read().split(b"\n")
+    complete = lines[:-1]  # the part after the last newline is checked by the repair
+    trials = 0
+    for number, line in enumerate(complete, start=1):
+        record = _record(line)
+        if record is None:
+            if number == 1:
+                raise SearchError(f"study storage {str(path)!r} is not an Optuna journal "
+                                  "(its first line is no journal record); give a new path "
+                                  "or the journal a search wrote")
+            raise SearchError(f"journal {str(path)!r} is damaged at line {number} (a crash "
+                              f"while writing?): {trials} trials are intact before it; keep "
+                              f"the first {number - 1} lines (head -n {number - 1}) to go on")
+        trials += record.get("op_code") == 4  # JournalOperation.CREATE_TRIAL
+
+
+def repair_torn_tail(path: Path, backend) -> None:
+    """Cut a last line without its newline (a process killed while appending), holding
+    the journal's own lock so no writer is mid-append; says so on stderr."""
+    from optuna.storages.journal._file import get_lock_file
+
+    with get_lock_file(backend._lock):
+        size = path.stat().st_size
+        if size == 0:
+            return
+        with open(path, "rb+") as f:
+            f.seek(max(size - 65536, 0))
+            tail = f.read()
+            if tail.endswith(b"\n"):
+                return
+            cut = tail.rfind(b"\n")
+            keep = (size - len(tail) + cut + 1) if cut >= 0 else 0
+            if keep == 0 and size > len(tail):
+                raise SearchError(f"journal {str(path)!r} ends in a line longer than 64 KiB "
+                                  "without a newline; it is damaged")
+            f.truncate(keep)
+    print(f"onnxamc: repaired journal {path}: removed a torn last line ({size - keep} bytes, "
+          "a write cut off by a crash)", file=sys.stderr)
+
+
+def _record(line: bytes) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "op_code" in record else None
+
+
+def mark_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Mark a trial another process left RUNNING as failed; False if it had finished
+    meanwhile. Optuna's public API only finishes trials of this process; this is the
+    one place that reaches its storage."""
+    try:
+        return bool(study._storage.set_trial_state_values(trial._trial_id,
+                                                          optuna.trial.TrialState.FAIL))
+    except (RuntimeError, ValueError):  # UpdateFinishedTrialError: someone was faster
+        return False
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    auth, at, host = rest.rpartition("@")
+    if not at or ":" not in auth:
+        return url
+    return f"{scheme}{sep}{auth.split(':', 1)[0]}:***@{host}"

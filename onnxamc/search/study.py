@@ -1,15 +1,19 @@
 """The search loop: one Optuna study, proposing policies, scoring them through an
 evaluator callable that the workflow layer builds. It never edits or runs a model.
 
-Running the same search again continues the study: `n_trials` is the study's total
-of evaluated trials, trials killed mid-run are marked failed and their policy is queued
-again, and an identical policy is never evaluated twice. An optional accuracy predictor
-skips candidates predicted far worse (pruned trials, outside the budget).
+The study is the coordinator, whether one process runs it or many workers on one
+journal file or one PostgreSQL database: `n_trials` is the study's total of evaluated
+trials (workers claim them one at a time under the study lock, so N workers run the
+budget once, not N times); the seed policies are queued once per study; trials of dead
+workers are failed and their policy queued again; an identical policy is never
+evaluated twice (the study is the cache, also across workers: a duplicate of a policy
+another worker is evaluating waits for its result). An optional accuracy predictor
+skips candidates predicted far worse (pruned, outside the budget); the evaluator may
+stop a candidate early (search.fidelity): such trials are PRUNED, never results.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,14 +24,19 @@ import optuna
 from onnxamc.errors import DeviceUnreachableError, EvaluationError, SearchError
 from onnxamc.metrics import Metrics
 from onnxamc.policy import Policy
-from onnxamc.search.objective import Objective, Shaping, objective_values
-from onnxamc.search.results import CONSTRAINT, best_trial, metrics_of, pareto_front
+from onnxamc.search.locks import StudyLock
+from onnxamc.search.objective import Objective, Shaping
+from onnxamc.search.results import best_trial, metrics_of, pareto_front
+from onnxamc.search.scorer import Scorer
 from onnxamc.search.space import SearchSpace
-from onnxamc.search.storage import mark_failed, open_storage
+from onnxamc.search.storage import open_storage
+from onnxamc.search.workers import WorkerId, join, recover, running_elsewhere
 
-Evaluate = Callable[[Policy], Metrics]
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-MAX_ROUNDS = 20  # optimize() rounds that refill the budget after predictor skips
+Evaluate = Callable[..., Metrics]  # (policy) or (policy, checkpoint) -> Metrics
+SEEDED = "seeded"  # study user attribute: the seed policies were queued
+POLL = 1.0  # seconds between looks at the study while other workers finish
+MAX_ATTEMPTS = 20  # trials per budgeted trial at most (predictor skips are free)
+STOP_CHECKS = 10  # a run whose first trials all failed stops (later ones: one succeeded)
 
 
 @dataclass
@@ -41,6 +50,9 @@ class SearchResult:
     pareto: list[optuna.trial.FrozenTrial] = field(default_factory=list)
     cache_hits: int = 0
     predictor: dict = field(default_factory=dict)  # skipped, audited, wrong, ...
+    stopped: int = 0  # trials this run stopped early (multi-fidelity)
+    worker: int = 0  # this process's number among the study's workers
+    initial: int = 0  # trials the study counted before this run
 
     @property
     def trials_per_minute(self) -> float:
@@ -49,13 +61,15 @@ class SearchResult:
 
 def open_study(storage: str, name: str, objective: Objective, fingerprint: str,
                sampler: optuna.samplers.BaseSampler | None = None,
-               settings: dict | None = None) -> optuna.Study:
-    """Create the study, or load it if it exists and belongs to this model. `settings`
-    (how the objective was given) are stored so reports can rebuild it."""
+               settings: dict | None = None,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """Create the study, or load it if it exists and belongs to this model and this
+    objective. `settings` (how the objective was given) are stored so reports can
+    rebuild it."""
     try:
         study = optuna.create_study(storage=open_storage(storage), study_name=name,
                                     directions=list(objective.directions), sampler=sampler,
-                                    load_if_exists=True)
+                                    pruner=pruner, load_if_exists=True)
     except ValueError as exc:  # e.g. the stored study has another direction
         raise SearchError(f"study {name!r} in {storage}: {exc}") from None
     stored = study.user_attrs.get("fingerprint")
@@ -67,138 +81,134 @@ def open_study(storage: str, name: str, objective: Objective, fingerprint: str,
         raise SearchError(f"study {name!r} in {storage} was made for another model "
                           f"(fingerprint {stored}, this model is {fingerprint}); "
                           "choose another --study name")
+    _check_same_objective(study, name, storage, objective)
     return study
 
 
+def _check_same_objective(study: optuna.Study, name: str, storage: str,
+                          objective: Objective) -> None:
+    """Trials scored for another objective (directions, bound) cannot be continued; the
+    pick rule of a Pareto search only chooses at the end and may change."""
+    wanted = [d.lower() for d in objective.directions]
+    stored = [d.name.lower() for d in study.directions]
+    described = study.user_attrs.get("objective")
+    if stored != wanted or (described is not None and
+                            _without_pick(described) != _without_pick(objective.describe())):
+        raise SearchError(f"study {name!r} in {storage} was made for another objective "
+                          f"({described or ', '.join(stored)}; this search: "
+                          f"{objective.describe()}); choose another --study name")
+
+
+def _without_pick(description: str) -> str:
+    return description.split("; pick ")[0]
+
+
 def recover_interrupted(study: optuna.Study) -> int:
-    """Queue again the policies of trials cut off by a kill (left RUNNING; marked failed
-    here) or by Ctrl-C (failed, flagged "interrupted"), so nothing proposed is lost.
+    """Queue again the policies of trials cut off by a dead worker or by Ctrl-C (see
+    search.workers.recover); returns how many were queued."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
 
-    Assumes one process per study at a time, as the CLI runs it; parallel workers on a
-    shared database rely on Optuna's heartbeat instead. Returns how many were queued.
-    """
-    requeued = set(study.user_attrs.get("requeued_trials", []))
-    waiting = [t.system_attrs.get("fixed_params") for t in
-               study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))]
-    recovered = 0
-    for trial in study.get_trials(deepcopy=False):
-        killed = trial.state == optuna.trial.TrialState.RUNNING
-        stopped = (trial.state == optuna.trial.TrialState.FAIL
-                   and trial.user_attrs.get("interrupted") and trial.number not in requeued)
-        if not (killed or stopped):
-            continue
-        if killed:
-            mark_failed(study, trial)
-        # a trial killed while setting its params holds only some: queue the whole
-        # policy it was given (an enqueued one), else what it had chosen so far
-        params = trial.system_attrs.get("fixed_params") or trial.params
-        if params and params not in waiting:
-            study.enqueue_trial(params)  # not skip_if_exists: the failed twin exists
-        requeued.add(trial.number)
-        recovered += 1
-    if recovered:
-        study.set_user_attr("requeued_trials", sorted(requeued))
-    return recovered
-
-
-class _Scorer:
-    """The objective function Optuna calls: policy → metrics (or the cached ones of an
-    identical policy) → the values and constraint the study stores."""
-
-    def __init__(self, study, space, objective, evaluate, shaping, predictor, use_cache):
-        self.study, self.space, self.objective = study, space, objective
-        self.evaluate, self.shaping, self.predictor = evaluate, shaping, predictor
-        self.use_cache = use_cache
-        self.cache = {_key(t.params): (t.user_attrs["metrics"], t.number)
-                      for t in study.get_trials(states=FINISHED) if "metrics" in t.user_attrs}
-        self.tried = [space.vector(t.params)
-                      for t in study.get_trials(deepcopy=False, states=FINISHED)]
-        self.hits = 0
-
-    def __call__(self, trial: optuna.Trial):
-        policy = self.space.suggest(trial)
-        key, vector = _key(trial.params), self.space.vector(trial.params)
-        if self.use_cache and key in self.cache:  # an identical policy was measured already
-            stored, number = self.cache[key]
-            trial.set_user_attr("cached_from", number)
-            metrics = Metrics.from_dict(stored)
-            self.hits += 1
-        else:
-            metrics = self._measure(trial, policy, vector)
-        stored = metrics.to_dict()
-        trial.set_user_attr("metrics", stored)
-        self.cache[key] = (stored, trial.number)
-        trial.set_constraint(CONSTRAINT, self.objective.constraint(metrics))
-        novelty = _novelty(vector, self.tried)
-        self.tried.append(vector)
-        removed = sum(1 for a in policy.layers.values() if a.remove)
-        return objective_values(self.objective, metrics, self.shaping, novelty, removed)
-
-    def _measure(self, trial, policy, vector) -> Metrics:
-        if self.predictor is not None and self.predictor.should_skip(self.study, trial, vector):
-            raise optuna.TrialPruned("predicted far worse than the best so far")
-        try:
-            metrics = self.evaluate(policy)
-        except (KeyboardInterrupt, DeviceUnreachableError):  # the next run re-tries it
-            trial.set_user_attr("interrupted", True)
-            raise
-        except EvaluationError as exc:
-            trial.set_user_attr("error", str(exc))
-            raise
-        metrics.effective_macs = self.space.macs(trial.params)
-        metrics.effective_macs_ratio = metrics.effective_macs / max(self.space.total_macs, 1)
-        if self.predictor is not None:
-            self.predictor.record(self.study, trial, vector, metrics)
-        return metrics
+    with StudyLock(study._storage, _spec_of(study), study.study_name):
+        return recover(study, is_heartbeat_enabled(study._storage))
 
 
 def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
                evaluate: Evaluate, n_trials: int, timeout: float | None = None,
                progress: bool = True, seeds: list[Policy] | None = None,
                shaping: Shaping | None = None, predictor=None,
-               use_cache: bool = True) -> SearchResult:
+               use_cache: bool = True, use_pruner: bool = True,
+               lock: StudyLock | None = None,
+               make_sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None
+               ) -> SearchResult:
     """Run trials until the study holds `n_trials` evaluated ones or `timeout` passes.
 
-    `seeds` are enqueued first on a new study (default: the space's uniform seeds);
+    `seeds` are enqueued once per study (default: the space's uniform seeds);
     `predictor` (search.predictor.AccuracyPredictor) may skip candidates before they
-    are evaluated; `use_cache=False` only exists to measure what the cache saves.
+    are evaluated; `make_sampler(worker number)` gives this worker its own sampler (a
+    seed of its own); `use_cache=False` only exists to measure what the cache saves.
     """
-    recover_interrupted(study)
-    if not study.trials:
-        for seed in seeds if seeds is not None else space.seeds():
-            label = seed.meta.get("baseline")  # reports mark the uniform baselines
-            study.enqueue_trial(space.params_of(seed), skip_if_exists=True,
-                                user_attrs={"baseline": label} if label else None)
-    scorer = _Scorer(study, space, objective, evaluate, shaping, predictor, use_cache)
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    lock = lock or StudyLock(study._storage, _spec_of(study), study.study_name)
+    heartbeat = is_heartbeat_enabled(study._storage)
+    with lock:
+        recover(study, heartbeat)
+        worker = join(study)
+        if not study.user_attrs.get(SEEDED):
+            _enqueue_seeds(study, seeds if seeds is not None else space.seeds(), space)
+    if make_sampler is not None:
+        study.sampler = make_sampler(worker)
+    me = WorkerId.this()
+    scorer = Scorer(study, space, objective, evaluate, shaping, predictor, use_cache,
+                     use_pruner, me)
     done, start = _evaluated(study), time.time()
-    bar = _progress_bar(study, objective, n_trials, done) if progress else None
+    bar = _ProgressBar(objective, n_trials, done) if progress and n_trials > done else None
+    mine: list[int] = []
     quiet = _QuietStop()  # the caller says in one line why the search stopped
     optuna.logging.get_logger("optuna.study._optimize").addFilter(quiet)
     try:
-        for _ in range(MAX_ROUNDS):  # trials the predictor skipped do not use the budget
-            remaining = n_trials - _evaluated(study)
-            left = None if timeout is None else timeout - (time.time() - start)
-            if remaining <= 0 or (left is not None and left <= 0):
+        for _ in range(MAX_ATTEMPTS * n_trials):
+            if timeout is not None and time.time() - start >= timeout:
                 break
-            before = len(study.trials)
-            study.optimize(scorer, n_trials=remaining, timeout=left,
-                           callbacks=[bar] if bar else [], catch=(EvaluationError,),
-                           gc_after_trial=False)
-            _stop_if_all_failed(study, study.trials[before:])
+            if not _claim(study, lock, n_trials, me, heartbeat):
+                if not running_elsewhere(study, me):
+                    break
+                time.sleep(POLL)  # another worker may still fail: its trial comes back
+                continue
+            scorer.lock, scorer.last = lock, None
+            try:
+                study.optimize(scorer, n_trials=1, callbacks=[bar] if bar else [],
+                               catch=(EvaluationError,), gc_after_trial=False)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # our trial was failed meanwhile (a stale heartbeat): it is retried
+            finally:
+                lock.release()
+            if scorer.last is not None:
+                mine.append(scorer.last)
+            if len(mine) <= STOP_CHECKS:
+                trials = study.get_trials(deepcopy=False)
+                _stop_if_all_failed(study, [trials[n] for n in mine if n < len(trials)],
+                                    n_trials)
     finally:
         optuna.logging.get_logger("optuna.study._optimize").removeFilter(quiet)
+        lock.release()
         if bar is not None:
             bar.close()
+    return _result(study, space, objective, scorer, predictor, done, start, worker)
+
+
+def _claim(study, lock: StudyLock, n_trials: int, me: WorkerId, heartbeat: bool) -> bool:
+    """Take the lock if the budget has room for one more trial (kept until the trial
+    exists, then the scorer releases it); recovers dead workers' trials first."""
+    lock.acquire()
+    recover(study, heartbeat)
+    running = len(running_elsewhere(study, me))
+    if _evaluated(study) + running < n_trials:
+        return True
+    lock.release()
+    return False
+
+
+def _enqueue_seeds(study: optuna.Study, seeds: list[Policy], space: SearchSpace) -> None:
+    for seed in seeds:
+        label = seed.meta.get("baseline")  # reports mark the uniform baselines
+        study.enqueue_trial(space.params_of(seed), skip_if_exists=True,
+                            user_attrs={"baseline": label} if label else None)
+    study.set_user_attr(SEEDED, True)
+
+
+def _result(study, space, objective, scorer, predictor, done, start, worker) -> SearchResult:
     seconds = time.time() - start
     new = _evaluated(study) - done
     stats = predictor.report(study) if predictor is not None else {}
     best = best_trial(study, objective)
+    common = dict(pareto=pareto_front(study), cache_hits=scorer.hits, predictor=stats,
+                  stopped=scorer.stopped, worker=worker, initial=done)
     if best is None:
-        return SearchResult(study, None, False, None, new, seconds, pareto_front(study),
-                            scorer.hits, stats)
+        return SearchResult(study, None, False, None, new, seconds, **common)
     trial, feasible = best
     return SearchResult(study, trial, feasible, space.policy_from_params(trial.params), new,
-                        seconds, pareto_front(study), scorer.hits, stats)
+                        seconds, **common)
 
 
 class _QuietStop:
@@ -232,7 +242,7 @@ class _ProgressBar:
                         dynamic_ncols=True)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state != optuna.trial.TrialState.COMPLETE:
+        if not _counts(trial):
             return
         self.bar.update(1)
         best = best_trial(study, self.objective)
@@ -245,42 +255,40 @@ class _ProgressBar:
         self.bar.close()
 
 
-def _progress_bar(study, objective, n_trials: int, done: int) -> _ProgressBar | None:
-    return _ProgressBar(objective, n_trials, done) if n_trials > done else None
-
-
-def _stop_if_all_failed(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> None:
+def _stop_if_all_failed(study: optuna.Study, trials: list[optuna.trial.FrozenTrial],
+                        n_trials: int) -> None:
     """A study in which every candidate failed will not get better by more of the same:
-    stop with the first failure's reason instead of writing nothing useful."""
+    after a few failures (and nothing else) stop with the first one's reason instead of
+    writing nothing useful."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if trials and not complete and all(t.state == optuna.trial.TrialState.FAIL for t in trials):
-        reason = next((t.user_attrs["error"] for t in trials if "error" in t.user_attrs),
-                      "no reason recorded")
-        raise SearchError(f"all {len(trials)} candidates of this run failed; the first: "
-                          f"{reason}")
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL and "error" in t.user_attrs]
+    if failed and len(failed) >= min(3, n_trials) and not complete and len(failed) == len(trials):
+        raise SearchError(f"all {len(failed)} candidates of this run failed; the first: "
+                          f"{failed[0].user_attrs['error']}")
 
 
-def _novelty(vector: list[float], tried: list[list[float]]) -> float:
-    """Mean L1 distance to the nearest policy already tried, in [0, 1]."""
-    if not tried or not vector:
-        return 1.0
-    return min(sum(abs(a - b) for a, b in zip(vector, v)) for v in tried) / len(vector)
+def _counts(t: optuna.trial.FrozenTrial) -> bool:
+    """Trials that count against the budget: evaluated ones (stopped early too), and
+    candidates that failed to build or run (their policy is a result too); not
+    predictor skips, not trials cut off by a kill or Ctrl-C (their policy is queued
+    again)."""
+    if t.state == optuna.trial.TrialState.COMPLETE:
+        return True
+    if t.state == optuna.trial.TrialState.PRUNED:
+        return "skipped" not in t.user_attrs
+    return t.state == optuna.trial.TrialState.FAIL and "error" in t.user_attrs
 
 
 def _evaluated(study: optuna.Study) -> int:
-    """Trials that count against the budget: evaluated ones, and candidates that failed
-    to build or run (their policy is a result too); not predictor skips, not trials cut
-    off by a kill or Ctrl-C (their policy is queued again)."""
-    counted = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state == optuna.trial.TrialState.COMPLETE:
-            counted += 1
-        elif t.state == optuna.trial.TrialState.PRUNED and "skipped" not in t.user_attrs:
-            counted += 1
-        elif t.state == optuna.trial.TrialState.FAIL and "error" in t.user_attrs:
-            counted += 1
-    return counted
+    return sum(1 for t in study.get_trials(deepcopy=False) if _counts(t))
 
 
-def _key(params: dict) -> str:
-    return json.dumps(params, sort_keys=True)
+def _spec_of(study: optuna.Study) -> str:
+    """The storage spec other processes open (for the study lock's file or server)."""
+    storage = study._storage
+    backend = getattr(storage, "_backend", None)
+    if backend is not None and hasattr(backend, "_file_path"):
+        return str(backend._file_path)
+    if isinstance(storage, optuna.storages.RDBStorage):
+        return storage.url
+    return ":memory:"

@@ -24,7 +24,7 @@ def report(storage: str | Path, directory: str | Path, run: Run, study: str | No
 
     if "://" not in str(storage) and not Path(storage).is_file():
         raise SearchError(f"no study storage at {str(storage)!r}")
-    store = open_storage(storage)
+    store = open_storage(storage, create=False)
     names = [s.study_name for s in optuna.get_all_study_summaries(store)
              if s.user_attrs.get("kind") != "recovery"]  # the trainings that chose lr, distill
     if study is None:

@@ -81,9 +81,10 @@ class Run:
             raise DataError(f"this needs calibration data that fits the model (--calibration); "
                             f"the default {DEFAULT_CALIBRATION} does not: {exc}") from None
 
-    def calibration_feeds(self):
-        """Feed batches of the calibration data (loaded on the first call)."""
-        return self.calibration.batches(CALIBRATION_BATCH)
+    def calibration_feeds(self, samples: int | None = None):
+        """Feed batches of the calibration data (loaded on the first call); with
+        `samples`, of its first samples only."""
+        return self.calibration.take(samples).batches(CALIBRATION_BATCH)
 
     def evaluator(self, data: Dataset | None | str = "default", **options) -> Evaluator:
         data = self.data if data == "default" else data
@@ -92,11 +93,12 @@ class Run:
         return Evaluator(self.context, data, self.target, **options)
 
     def apply(self, policy: Policy, reconstruct: bool | None = None,
-              check: bool = True) -> onnx.ModelProto:
+              check: bool = True, calibration_samples: int | None = None) -> onnx.ModelProto:
         """The compressed model; pruned layers are refit on calibration data unless the
         config turns it off (or no calibration data fits: then it says so on stderr).
         With `check`, it passes runtime.check before it is returned (a search's candidates
-        skip it: measuring them is the check)."""
+        skip it: measuring them is the check). `calibration_samples` calibrates on the
+        first samples only (a build that is only timed)."""
         from onnxamc.actions import check_policy
 
         check_policy(self.context, policy)
@@ -106,15 +108,29 @@ class Run:
             print("onnxamc: warning: no calibration data fits the model: pruned layers are "
                   "not refit (accuracy may drop sharply; give --calibration)", file=sys.stderr)
             reconstruct = False
-        out = apply_policy(self.context, policy, self.calibration_feeds,
+        feeds = self.calibration_feeds if calibration_samples is None else \
+            (lambda: self.calibration_feeds(calibration_samples))
+        out = apply_policy(self.context, policy, feeds,
                            self.config.calibration_method, reconstruct=prunes and reconstruct,
                            channel_multiple=self.config.channel_multiple,
-                           importance=self.config.importance, runtime=self.target.runtime)
+                           importance=self.config.importance, runtime=self.target.runtime,
+                           cache=self.pass_cache if calibration_samples is None else None)
         if check:
             from onnxamc.runtime.check import check_compressed
 
             check_compressed(self.model, out, policy.is_identity)
         return out
+
+    @cached_property
+    def pass_cache(self):
+        """What the passes keep between the policies applied to this model (a search's
+        candidates): the original's reconstruction rows, activation ranges by float model."""
+        import tempfile
+
+        from onnxamc.actions import PassCache
+
+        self._ranges = tempfile.TemporaryDirectory(prefix="onnxamc-ranges-")
+        return PassCache(self.model, None, self._ranges.name)
 
     def _has_calibration(self) -> bool:
         try:

@@ -2,11 +2,15 @@
 the best side by side with the original, write the chosen model and policy.
 
 The search itself (search/) only sees policies and Metrics; this module gives it the
-evaluator that builds and measures a candidate.
+evaluator that builds and measures a candidate (workflows/candidates.py), starts the
+extra workers of `--workers N` (workflows/parallel.py) and keeps the whole run within
+`--timeout`: the search stops early enough to leave the confirmation its share, and
+the confirmation re-measures only while time is left.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,16 +18,22 @@ import onnx
 
 from onnxamc.actions import SEARCHABLE
 from onnxamc.config import SearchConfig
-from onnxamc.errors import EvaluationError, OnnxAmcError, SearchError
+from onnxamc.errors import OnnxAmcError, SearchError
 from onnxamc.files import check_writable
 from onnxamc.graph.context import ModelContext
 from onnxamc.graph.model import save_model
 from onnxamc.metrics import Metrics
 from onnxamc.policy import Policy
+from onnxamc.profiling import Profile, clock, phase
 from onnxamc.search import (LayerSlot, SearchResult, SearchSpace, make_sampler, open_study,
                             parse_objective, run_search)
+from onnxamc.search.fidelity import make_pruner
 from onnxamc.search.results import candidates, choose, record_choice
+from onnxamc.workflows.candidates import TrialEvaluator, build_candidate
 from onnxamc.workflows.run import Run
+
+CONFIRM_SHARE = 0.2  # of --timeout kept for re-measuring the best and writing them
+MIN_CONFIRM_RUNS = 20
 
 
 @dataclass
@@ -37,6 +47,7 @@ class SearchOutcome:
     original: Metrics | None = None  # measured again beside the compressed model
     compressed: Metrics | None = None
     model: onnx.ModelProto | None = None  # the written model
+    profile: str | None = None  # search --profile: where a trial's time went
 
 
 def search_slots(context: ModelContext, runtime: str = "onnxruntime") -> list[LayerSlot]:
@@ -53,76 +64,137 @@ def search_slots(context: ModelContext, runtime: str = "onnxruntime") -> list[La
     return slots
 
 
-def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
-    """Search per-layer policies, confirm the best by measuring again, write the result."""
+@dataclass
+class Plan:
+    """What every worker of one search shares."""
+
+    goal: object
+    space: SearchSpace
+    storage: str
+    name: str
+
+
+def plan_search(run: Run, config: SearchConfig, output: Path) -> Plan:
     try:
         goal = parse_objective(config.objective, config.latency, config.max_drop, config.pick)
         space = SearchSpace(search_slots(run.context, run.target.runtime),
                             list(config.actions), cost=run.context.cost)
-        sampler = make_sampler(config.agent, space, goal, run.config.seed, config.trials)
     except ValueError as exc:
         raise SearchError(str(exc)) from None
-    check_writable(output)
     storage = str(config.storage or output.with_suffix(".journal"))
     name = config.study or f"{output.stem}-{goal.label}" + (
         "" if run.target.name == "cpu-ort" else f"-{run.target.name}")
-    evaluator = run.evaluator(measure_energy=False, allow_emulated=config.allow_emulated)
-    study = open_study(storage, name, goal, run.context.fingerprint, sampler,
-                       settings={"objective": config.objective, "latency": config.latency,
-                                 "max_drop": config.max_drop, "pick": config.pick})
-    study.set_user_attr("reference_quality", evaluator.reference_metrics.quality)
-    study.set_user_attr("metric", evaluator.quality.describe())
+    return Plan(goal, space, storage, name)
 
-    def evaluate(policy: Policy) -> Metrics:
-        return evaluator.evaluate(build_candidate(run, policy))
 
-    result = run_search(study, space, goal, evaluate, config.trials, config.timeout,
-                        run.config.progress, seeds=_seeds(run, config, space),
-                        shaping=config.shaping, predictor=_predictor(config, space, run))
-    outcome = SearchOutcome(result, result.policy, None, None, storage, name)
+def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
+    """Search per-layer policies, confirm the best by measuring again, write the result."""
+    start = time.monotonic()
+    plan = plan_search(run, config, output)
+    check_writable(output)
+    seeds = _seeds(run, config, plan.space)  # a rejected seed fails before any storage exists
+    with _removed_if_unused(plan.storage):
+        study = _open(run, config, plan)
+        evaluator = run.evaluator(measure_energy=False, allow_emulated=config.allow_emulated)
+        study.set_user_attr("reference_quality", evaluator.reference_metrics.quality)
+        study.set_user_attr("metric", evaluator.quality.describe())
+    trial_evaluator = TrialEvaluator(run, evaluator)
+    search_seconds = None if config.timeout is None else config.timeout * (1 - CONFIRM_SHARE) \
+        - (time.monotonic() - start)
+    profile = Profile() if config.profile else None
+    result, profile_text = _run_workers(run, config, plan, study, trial_evaluator, seeds,
+                                        search_seconds, profile, output)
+    outcome = SearchOutcome(result, result.policy, None, None, plan.storage, plan.name,
+                            profile=profile_text)
     if result.policy is None:
         return outcome
+    deadline = None if config.timeout is None else start + config.timeout
     chosen, model, (outcome.original, outcome.compressed), result.feasible = \
-        confirm(run, result, goal, space, config.allow_emulated)
+        confirm(run, result, plan.goal, plan.space, trial_evaluator, deadline)
     record_choice(study, chosen, result.feasible, outcome.compressed)
-    result.best, result.policy = chosen, space.policy_from_params(chosen.params)
-    policy = result.policy
-    policy.fingerprint, policy.model_name = run.context.fingerprint, run.context.name
-    policy.meta = {"objective": goal.describe(), "metric": evaluator.quality.describe(),
-                   "agent": config.agent, "feasible": result.feasible, "study": name,
-                   "storage": storage, "trial": chosen.number,
-                   "metrics": chosen.user_attrs["metrics"],
-                   "confirmed": outcome.compressed.to_dict()}
-    if getattr(goal, "pick", None) is not None:
-        policy.meta["pick"] = goal.pick.describe()
-    outcome.policy, outcome.model = policy, model
+    result.best, result.policy = chosen, plan.space.policy_from_params(chosen.params)
+    outcome.policy, outcome.model = _described(result, run, config, plan, evaluator,
+                                               chosen, outcome), model
     outcome.model_path = save_model(model, output)
-    outcome.policy_path = policy.save(output.with_suffix(".policy.json"))
+    outcome.policy_path = outcome.policy.save(output.with_suffix(".policy.json"))
     return outcome
 
 
-def build_candidate(run: Run, policy: Policy) -> onnx.ModelProto:
-    """The compressed model of one candidate; what goes wrong in onnxruntime or the
-    quantizer on this candidate becomes an EvaluationError (the trial fails, the
-    search goes on)."""
+def _open(run: Run, config: SearchConfig, plan: Plan):
+    sampler = _sampler(run, config, plan, worker=0)
+    pruner = make_pruner(config.pruner)
+    return open_study(plan.storage, plan.name, plan.goal, run.context.fingerprint, sampler,
+                      settings={"objective": config.objective, "latency": config.latency,
+                                "max_drop": config.max_drop, "pick": config.pick},
+                      pruner=pruner)
+
+
+def _sampler(run: Run, config: SearchConfig, plan: Plan, worker: int):
+    """Worker n samples with seed + n: workers of one study never propose in lockstep."""
+    seed = None if run.config.seed is None else run.config.seed + worker
     try:
-        return run.apply(policy, check=False)
-    except OnnxAmcError:
-        raise
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise EvaluationError(f"{type(exc).__name__}: {first}") from exc
+        return make_sampler(config.agent, plan.space, plan.goal, seed, config.trials)
+    except ValueError as exc:
+        raise SearchError(str(exc)) from None
+
+
+def _run_workers(run, config, plan, study, trial_evaluator, seeds, seconds, profile, output):
+    """This process's search, beside the extra workers of --workers N."""
+    from onnxamc.workflows.parallel import Workers
+
+    if seconds is not None and seconds <= 0:
+        raise SearchError("--timeout leaves no time to search after loading the model and "
+                          "data; give more seconds")
+    with Workers(run, config, plan, output, seconds) as workers:
+        wall, cpu = clock()
+        with (profile or _NoProfile()):
+            result = run_search(study, plan.space, plan.goal, trial_evaluator, config.trials,
+                                seconds, run.config.progress and workers.count == 1,
+                                seeds=seeds, shaping=config.shaping,
+                                predictor=_predictor(config, plan.space, run),
+                                use_pruner=config.pruner != "none",
+                                make_sampler=lambda n: _sampler(run, config, plan, n))
+        wall, cpu = clock()[0] - wall, clock()[1] - cpu
+    text = profile.table(max(len(_mine(study, result)), 1), wall, cpu) if profile else None
+    return workers.refreshed(result, study, plan), text
+
+
+def _mine(study, result) -> list:
+    from onnxamc.search.workers import WORKER, WorkerId
+
+    me = WorkerId.this().to_dict()
+    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(WORKER) == me]
+
+
+class _NoProfile:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
 
 
 def confirm(run: Run, result: SearchResult, goal, space: SearchSpace,
-            allow_emulated: bool = False):
+            trial_evaluator: TrialEvaluator | None = None, deadline: float | None = None):
     """Re-measure the best candidates side by side with the original, choose by these
     numbers (search.results), and return (trial, model, (original, its metrics),
-    whether it meets the goal)."""
+    whether it meets the goal). With a deadline (time.monotonic), fewer candidates and
+    runs fit in what is left, and nothing is re-measured after it."""
+    trial_evaluator = trial_evaluator or TrialEvaluator(run, run.evaluator())
+    evaluator = trial_evaluator.evaluator
     trials = candidates(result.study, goal, result.best)
-    models = [build_candidate(run, space.policy_from_params(t.params)) for t in trials]
-    evaluator = run.evaluator(runs=run.config.verify_runs, allow_emulated=allow_emulated)
-    original, *measured = evaluator.compare(models)
+    models = []
+    with phase("confirm"):
+        for trial in trials:
+            if models and deadline is not None and time.monotonic() >= deadline:
+                break
+            models.append(trial_evaluator.model_for(space.policy_from_params(trial.params)))
+        trials = trials[:len(models)]
+        runs = run.config.verify_runs
+        if deadline is not None and time.monotonic() >= deadline:
+            runs = min(runs, MIN_CONFIRM_RUNS)
+        evaluator.deadline = deadline
+        original, *measured = evaluator.compare(models, runs=runs)
     for trial, metrics in zip(trials, measured):  # the cost model's figures, as in the trials
         metrics.effective_macs = space.macs(trial.params)
         metrics.effective_macs_ratio = metrics.effective_macs / max(space.total_macs, 1)
@@ -131,6 +203,52 @@ def confirm(run: Run, result: SearchResult, goal, space: SearchSpace,
 
     check_compressed(run.model, models[best])  # the written model passes what every result does
     return trials[best], models[best], (original, measured[best]), feasible
+
+
+def _described(result, run, config, plan, evaluator, chosen, outcome) -> Policy:
+    policy = result.policy
+    policy.fingerprint, policy.model_name = run.context.fingerprint, run.context.name
+    policy.meta = {"objective": plan.goal.describe(), "metric": evaluator.quality.describe(),
+                   "agent": config.agent, "feasible": result.feasible, "study": plan.name,
+                   "storage": plan.storage, "trial": chosen.number,
+                   "metrics": chosen.user_attrs["metrics"],
+                   "confirmed": outcome.compressed.to_dict()}
+    if outcome.compressed.latency_flags:
+        policy.meta["latency_flags"] = outcome.compressed.latency_flags
+    if getattr(plan.goal, "pick", None) is not None:
+        policy.meta["pick"] = plan.goal.pick.describe()
+    return policy
+
+
+class _removed_if_unused:
+    """A journal this search created is removed again if it fails before any trial
+    (a rejected option must not leave an empty study file behind)."""
+
+    def __init__(self, storage: str):
+        path = Path(storage)
+        self.path = path if "://" not in storage and storage != ":memory:" and \
+            not path.exists() else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if kind is not None and self.path is not None and self.path.exists() \
+                and issubclass(kind, (OnnxAmcError, KeyboardInterrupt)):
+            _remove_if_no_trials(self.path)
+        return False
+
+
+def _remove_if_no_trials(path: Path) -> None:
+    try:
+        text = path.read_text()
+    except OSError:
+        return
+    if '"op_code":4' not in text.replace(" ", ""):
+        path.unlink(missing_ok=True)
+        for extra in (path.with_name(path.name + ".lock"),
+                      path.with_name(path.name + ".onnxamc-lock")):
+            extra.unlink(missing_ok=True)
 
 
 def _seeds(run: Run, config: SearchConfig, space: SearchSpace) -> list[Policy]:
@@ -164,3 +282,6 @@ def _predictor(config: SearchConfig, space: SearchSpace, run: Run):
     from onnxamc.search.predictor import AccuracyPredictor
 
     return AccuracyPredictor(space, seed=run.config.seed)
+
+
+__all__ = ["SearchOutcome", "build_candidate", "confirm", "search", "search_slots"]

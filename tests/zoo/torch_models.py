@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import torch
 from torch import nn
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"

@@ -17,9 +17,14 @@ from onnxamc.search.space import SearchSpace
 
 
 def population_for(n_trials: int | None) -> int:
-    """Large (50, Optuna's default) for long searches; a third of a short budget so that
-    at least two generations run."""
-    return 50 if n_trials is None else max(6, min(50, n_trials // 3))
+    """A third of a short budget (at least two generations), Optuna's default 50 up to
+    150 trials; beyond, a quarter of the budget up to 300: a large population of diverse
+    policies that parallel workers evaluate at once ("seed shattering")."""
+    if n_trials is None:
+        return 50
+    if n_trials <= 150:
+        return max(6, min(50, n_trials // 3))
+    return min(300, n_trials // 4)
 
 
 class DiverseElites:

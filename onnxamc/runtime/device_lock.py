@@ -1,0 +1,79 @@
+"""One latency measurement at a time per device, on a core of its own.
+
+Workers build and score candidates in parallel; timing must not overlap, or two
+processes would share the cores they time on and corrupt each other's ratios. A file
+lock keyed by the target (one per device on this machine; remote boards queue in their
+RPC tracker instead) makes measurements take turns, across processes and across
+studies. While it holds the lock, the measuring thread is pinned to the measurement
+core; workers leave that core to it while they compute (`reserve_measurement_core`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+LOCK_DIR = Path(tempfile.gettempdir()) / "onnxamc-locks"
+
+
+def lock_path(key: str) -> Path:
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    return LOCK_DIR / f"measure-{digest}.lock"
+
+
+def measurement_core() -> int | None:
+    """The core measurements run on: the last of the cores this process started with
+    (None with a single core, or where affinity cannot be set)."""
+    return max(_START_CORES) if _START_CORES and len(_START_CORES) > 1 else None
+
+
+def reserve_measurement_core() -> None:
+    """Keep this process's compute off the measurement core (workers do this when
+    several share the machine; measuring moves onto it)."""
+    core = measurement_core()
+    if core is not None:
+        os.sched_setaffinity(0, _START_CORES - {core})
+
+
+def release_measurement_core() -> None:
+    """Compute on every core again (the other workers are gone)."""
+    if measurement_core() is not None:
+        os.sched_setaffinity(0, _START_CORES)
+
+
+@contextmanager
+def exclusive_measurement(key: str, pin: bool = True) -> Iterator[dict]:
+    """Hold the device's lock (waiting for it) and, with `pin`, run on the measurement
+    core; yields {"core": the core or None, "waited": seconds spent waiting}."""
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(lock_path(key), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        info = {"core": None, "waited": time.perf_counter() - start}
+        before = _allowed()
+        core = measurement_core() if pin else None
+        try:
+            if core is not None:
+                os.sched_setaffinity(0, {core})
+                info["core"] = core
+            yield info
+        finally:
+            if info["core"] is not None and before:
+                os.sched_setaffinity(0, before)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _allowed() -> set[int] | None:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+_START_CORES = _allowed()

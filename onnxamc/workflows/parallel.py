@@ -1,0 +1,132 @@
+"""`--workers N`: N processes on this machine evaluate one study's trials.
+
+This process is worker 0; it starts N-1 more (multiprocessing, spawn: each loads the
+model, data and calibration itself) that run the same search loop on the same storage
+and stop when the study's budget is spent, then it re-measures and writes the result
+alone. Measurements take turns on the device lock (runtime/device_lock.py) and run on a
+core the workers' compute leaves free. Other machines join by running the same
+command against the same PostgreSQL storage; nothing here is needed for that.
+
+As with any multiprocessing program, a script that calls the API with workers > 1
+must guard its entry point with `if __name__ == "__main__":`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import replace
+
+import optuna
+
+from onnxamc.errors import SearchError
+from onnxamc.search.storage import is_shared
+
+JOIN_SECONDS = 30.0  # for workers to finish their trial after an interrupt
+
+
+class Workers:
+    """Context manager: the extra worker processes of one search."""
+
+    def __init__(self, run, config, plan, output, seconds: float | None):
+        self.count = config.workers
+        self.run, self.config, self.plan, self.output = run, config, plan, output
+        self.deadline = None if seconds is None else time.time() + seconds
+        self.processes: list[multiprocessing.Process] = []
+        self.started = time.time()
+        if self.count > 1 and not is_shared(plan.storage):
+            raise SearchError("--workers needs a storage other processes can open (a "
+                              "journal file or a database URL), not :memory:")
+
+    def __enter__(self) -> "Workers":
+        if self.count <= 1:
+            return self
+        from onnxamc.runtime.device_lock import reserve_measurement_core
+
+        context = multiprocessing.get_context("spawn")
+        model = self.run.model
+        run_config = replace(self.run.config, progress=False)
+        config = replace(self.config, workers=1, profile=False, warm_start=None,
+                         warm_start_from=None, sensitivity=None)
+        for number in range(1, self.count):
+            process = context.Process(
+                target=worker_main, name=f"onnxamc-worker-{number}", daemon=False,
+                args=(model, self.run.context.name, run_config, config, str(self.output),
+                      self.deadline))
+            process.start()
+            self.processes.append(process)
+        reserve_measurement_core()
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if not self.processes:
+            return
+        from onnxamc.runtime.device_lock import release_measurement_core
+
+        release_measurement_core()
+        if kind is not None:  # Ctrl-C or an error here: the others stop too (their
+            for p in self.processes:  # trial is marked interrupted and queued again)
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGINT)
+        failed = []
+        for p in self.processes:
+            p.join(None if kind is None else JOIN_SECONDS)
+            if p.is_alive():
+                p.kill()
+                p.join()
+            if p.exitcode not in (0, None) and kind is None:
+                failed.append(f"{p.name} exited with {p.exitcode}")
+        if failed:
+            print(f"onnxamc: warning: {'; '.join(failed)} (their trials are queued again)",
+                  file=sys.stderr)
+
+    def refreshed(self, result, study: optuna.Study, plan):
+        """The result again, from the study as all workers left it."""
+        if self.count <= 1:
+            return result
+        from onnxamc.search.results import best_trial, pareto_front
+        from onnxamc.search.study import _evaluated
+
+        result.new_trials = _evaluated(study) - result.initial
+        result.seconds = time.time() - self.started
+        best = best_trial(study, plan.goal)
+        result.pareto = pareto_front(study)
+        if best is not None:
+            result.best, result.feasible = best
+            result.policy = plan.space.policy_from_params(best[0].params)
+        return result
+
+
+def worker_main(model, name, run_config, config, output, deadline) -> None:
+    """One extra worker: the same search loop on the same study, no confirmation."""
+    import logging
+    from pathlib import Path
+
+    from onnxamc.runtime.device_lock import reserve_measurement_core
+    from onnxamc.search import run_search
+    from onnxamc.workflows.candidates import TrialEvaluator
+    from onnxamc.workflows.run import Run
+    from onnxamc.workflows.searching import _open, _sampler, plan_search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger().setLevel(logging.ERROR)
+    reserve_measurement_core()
+    run = Run(model, run_config)
+    run.context.name = name
+    plan = plan_search(run, config, Path(output))
+    study = _open(run, config, plan)
+    seconds = None if deadline is None else deadline - time.time()
+    if seconds is not None and seconds <= 0:
+        return
+    evaluator = TrialEvaluator(run, run.evaluator(measure_energy=False,
+                                                 allow_emulated=config.allow_emulated))
+    try:
+        run_search(study, plan.space, plan.goal, evaluator, config.trials, seconds,
+                   progress=False, seeds=[], shaping=config.shaping,
+                   use_pruner=config.pruner != "none",
+                   make_sampler=lambda n: _sampler(run, config, plan, n))
+    except KeyboardInterrupt:
+        sys.exit(130)
