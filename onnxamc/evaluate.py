@@ -1,66 +1,65 @@
 """The evaluator: Metrics of candidate models against one reference model, on one data
 set and one target.
 
-Quality runs on this host with onnxruntime CPU, scored by a named metric
-(onnxamc.quality) against labels or the reference's outputs; latency runs on the Target
+Quality runs on this host with onnxruntime CPU, batch by batch (onnxamc.scoring), scored
+by a named metric (onnxamc.quality: a built-in, the default chosen from the labels and
+the outputs' shapes, or the user's function) against labels or the reference's outputs;
+latency runs on the Target
 (onnxruntime or TVM, local or remote), always side by side with the reference, so every
 ratio is measured in one run. A model the target's runtime cannot run gets no latency,
 `supported=False` and a ratio of infinity, which the search scores as infeasible.
-What does not change between candidates (the reference's outputs, its static metrics,
-its prepared runner) is computed once.
+What does not change between candidates (the truth of each batch, the reference's
+static metrics, its prepared runner) is computed once.
 """
 
 from __future__ import annotations
 
 import zlib
 from functools import cached_property
-from typing import Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import onnx
 
-from onnxamc.data import Dataset, random_data
+from onnxamc.data import Data, random_data
 from onnxamc.errors import UnsupportedOnTargetError
 from onnxamc.graph.context import ModelContext
 from onnxamc.graph.size import bits_per_weight, weight_storage
 from onnxamc.metrics import Metrics
-from onnxamc.quality import Quality, default_quality
-from onnxamc.runtime import make_session, run_batches
+from onnxamc.quality import Quality, Score, resolve_quality
 from onnxamc.runtime.energy import energy_of
 from onnxamc.runtime.measure import Prepared, TargetMeter
 from onnxamc.runtime.target import Target, load_target
+from onnxamc.scoring import QualityScorer, output_specs
 
-EVAL_BATCH = 256
 ENERGY_SECONDS = 0.5
 
 
 class Evaluator:
     """Scores models against `reference`; `data` None measures latency and size only
-    (on random inputs of the model's shapes)."""
+    (on random inputs of the model's shapes). `quality` is a Quality, a metric name or
+    spec, or a function (onnxamc.quality.choose); None chooses the default."""
 
-    def __init__(self, reference: ModelContext | onnx.ModelProto, data: Dataset | None,
-                 target: Target | str | None = None, *, quality: Quality | None = None,
+    def __init__(self, reference: ModelContext | onnx.ModelProto, data: Data | None,
+                 target: Target | str | None = None, *, quality: Quality | Any = None,
                  runs: int = 50, warmup: int = 10, measure_energy: bool = True):
         self.reference = reference if isinstance(reference, ModelContext) \
             else ModelContext(reference)
         self.data = data
         self.target = load_target(target)
-        self.quality = quality or default_quality(None if data is None else data.labels)
+        labels = data.peek()[1] if data is not None else None
+        self.quality = resolve_quality(quality, output_specs(self.reference.model), labels)
         self.runs, self.warmup, self.measure_energy = runs, warmup, measure_energy
         self.meter = TargetMeter(self.target)
         self.feed = (data if data is not None else random_data(self.reference.inputs, 1)).one()
+        self.scorer = None if data is None else \
+            QualityScorer(self.reference.model, data, self.quality, self.target.threads)
 
     # --- what is computed once --------------------------------------------------------
-    @cached_property
-    def truth(self):
-        """What candidates are scored against: labels, or the reference's outputs."""
-        return self.quality.truth(self._outputs(self.reference.model), self.data.labels)
-
     @cached_property
     def reference_metrics(self) -> Metrics:
         metrics = self.static_metrics(self.reference.model)
         if self.data is not None:
-            metrics.quality = self.quality.score(self._outputs(self.reference.model), self.truth)
+            self._set_quality(metrics, self.scorer.score(self.reference.model, is_reference=True))
         return metrics
 
     @cached_property
@@ -79,7 +78,7 @@ class Evaluator:
         """Static metrics and quality, no latency."""
         metrics = self.static_metrics(model)
         if self.data is not None:
-            metrics.quality = self.quality.score(self._outputs(model), self.truth)
+            self._set_quality(metrics, self.scorer.score(model))
         return metrics
 
     # --- several side by side -------------------------------------------------------
@@ -96,6 +95,7 @@ class Evaluator:
         context = self.reference if model is self.reference.model else ModelContext(model)
         storage = weight_storage(model)
         return Metrics(metric=self.quality.name, higher_is_better=self.quality.higher_is_better,
+                       metric_label=self.quality.headline(),
                        size_bytes=model.ByteSize(),
                        size_zipped_bytes=len(zlib.compress(model.SerializeToString(), 6)),
                        macs=context.info.macs, params=context.info.params,
@@ -103,9 +103,10 @@ class Evaluator:
                        layer_bits={s.name: round(s.bits_per_weight, 3) for s in storage},
                        target=self.target.name)
 
-    def _outputs(self, model: onnx.ModelProto) -> list[np.ndarray]:
-        session = make_session(model, self.target.threads)
-        return run_batches(session, self.data.batches(EVAL_BATCH))
+    def _set_quality(self, metrics: Metrics, score: Score) -> None:
+        metrics.quality, metrics.per_output = score.value, score.per_output
+        metrics.error = self.quality.error(score.value)
+        metrics.data = self.data.name
 
     def _time(self, models, results: list[Metrics], with_reference: bool,
               runs: int | None = None) -> None:
@@ -142,7 +143,7 @@ class Evaluator:
                          seconds=ENERGY_SECONDS).to_dict()
 
 
-def compare(models: Sequence[onnx.ModelProto], data: Dataset | None,
+def compare(models: Sequence[onnx.ModelProto], data: Data | None,
             target: Target | str | None = None, runs: int = 100,
             warmup: int = 10) -> list[Metrics]:
     """Metrics of several models side by side, ratios to the first (a convenience over

@@ -37,6 +37,9 @@ class SearchOutcome:
     original: Metrics | None = None  # measured again beside the compressed model
     compressed: Metrics | None = None
     model: onnx.ModelProto | None = None  # the written model
+    quality: str = ""  # `fidelity: cosine on 'sentence_embedding' (higher is better)`
+    bound: str | None = None  # what the drop bound means in the metric's units
+    held_out: tuple[Metrics, Metrics] | None = None  # (original, compressed) on held-out data
 
 
 def search_slots(context: ModelContext) -> list[LayerSlot]:
@@ -50,23 +53,30 @@ def search_slots(context: ModelContext) -> list[LayerSlot]:
 
 def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
     """Search per-layer policies, confirm the best by measuring again, write the result."""
+    first, _ = _objective(config)  # what can be refused is refused before any measurement
     try:
-        goal = parse_objective(config.objective, config.latency, config.max_drop, config.pick)
         space = SearchSpace(search_slots(run.context), list(config.actions),
                             cost=run.context.cost)
-        sampler = make_sampler(config.agent, space, goal, run.config.seed, config.trials)
+        sampler = make_sampler(config.agent, space, first, run.config.seed, config.trials)
     except ValueError as exc:
         raise SearchError(str(exc)) from None
     check_writable(output)
+    evaluator = run.evaluator(measure_energy=False)
+    reference = evaluator.reference_metrics
+    goal, bound = _objective(config, evaluator.quality, reference.quality)
+    if goal != first:  # the bound in the metric's units
+        sampler = make_sampler(config.agent, space, goal, run.config.seed, config.trials)
     storage = str(config.storage or output.with_suffix(".journal"))
     name = config.study or f"{output.stem}-{goal.label}" + (
         "" if run.target.name == "cpu-ort" else f"-{run.target.name}")
-    evaluator = run.evaluator(measure_energy=False)
     study = open_study(storage, name, goal, run.context.fingerprint, sampler,
                        settings={"objective": config.objective, "latency": config.latency,
-                                 "max_drop": config.max_drop, "pick": config.pick})
-    study.set_user_attr("reference_quality", evaluator.reference_metrics.quality)
+                                 "max_drop": config.max_drop, "pick": config.pick,
+                                 "min_quality": config.min_quality})
+    _check_metric(study, reference, storage)
+    study.set_user_attr("reference_quality", reference.quality)
     study.set_user_attr("metric", evaluator.quality.describe())
+    study.set_user_attr("metric_name", reference.metric)
 
     def evaluate(policy: Policy) -> Metrics:
         return evaluator.evaluate(build_candidate(run, policy))
@@ -74,7 +84,9 @@ def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
     result = run_search(study, space, goal, evaluate, config.trials, config.timeout,
                         run.config.progress, seeds=_seeds(run, config, space),
                         shaping=config.shaping, predictor=_predictor(config, space, run))
-    outcome = SearchOutcome(result, result.policy, None, None, storage, name)
+    outcome = SearchOutcome(result, result.policy, None, None, storage, name,
+                            quality=evaluator.quality.headline(),
+                            bound=bound.text if bound else None)
     if result.policy is None:
         return outcome
     chosen, model, (outcome.original, outcome.compressed), result.feasible = \
@@ -90,10 +102,66 @@ def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
                    "confirmed": outcome.compressed.to_dict()}
     if getattr(goal, "pick", None) is not None:
         policy.meta["pick"] = goal.pick.describe()
+    if bound is not None:
+        policy.meta["bound"] = bound.text
+    policy.meta["data"] = run.select_data.name
+    if run.held_out is not None:
+        outcome.held_out = held_out_metrics(run, model)
+        policy.meta["held_out"] = {"data": run.held_out.name,
+                                   "original": outcome.held_out[0].quality,
+                                   "compressed": outcome.held_out[1].quality,
+                                   "drop": outcome.held_out[1].quality_drop}
     outcome.policy, outcome.model = policy, model
     outcome.model_path = save_model(model, output)
     outcome.policy_path = policy.save(output.with_suffix(".policy.json"))
     return outcome
+
+
+def _objective(config: SearchConfig, quality=None, reference: float | None = None):
+    """(objective, Bound or None). With the run's metric and the original's quality, a
+    bound given as --max-drop or --min-quality (or the metric's default, where the
+    objective needs one) becomes a drop in the metric's units (quality.bounds)."""
+    from onnxamc.quality.bounds import DEFAULT_DROP, drop_bound
+
+    kind = (config.objective or "constrained").partition(":")[0]
+    max_drop, pick, bound = config.max_drop, config.pick, None
+    if quality is not None:
+        given = config.max_drop is not None or config.min_quality is not None
+        needed = given or (kind == "constrained" and config.latency is None)
+        if needed or (kind == "pareto" and pick is None):
+            bound = drop_bound(quality, reference, config.max_drop, config.min_quality)
+            if needed:
+                max_drop = bound.max_drop
+            elif bound.max_drop != DEFAULT_DROP:
+                pick = f"drop<={bound.max_drop!r}"
+    try:
+        goal = parse_objective(config.objective, config.latency, max_drop, pick)
+    except ValueError as exc:
+        raise SearchError(str(exc)) from None
+    rule = getattr(goal, "pick", None)
+    if quality is not None and rule is not None and rule.kind == "drop":
+        drop_bound(quality, reference, max_drop=rule.bound)  # within the metric's range
+    if kind.startswith("amc") and quality is not None and quality.error(reference) is None:
+        raise SearchError(f"the {kind} objective needs an error rate (1 - accuracy); "
+                          f"{quality.label()} has none: use the constrained or weighted "
+                          "objective")
+    return goal, bound
+
+
+def _check_metric(study, reference: Metrics, storage: str) -> None:
+    """A study's stored trials are comparable only under the metric that measured them."""
+    stored = study.user_attrs.get("metric_name")
+    if stored is not None and stored != reference.metric and study.trials:
+        raise SearchError(f"study {study.study_name!r} in {storage} was measured with "
+                          f"{stored}; this run scores {reference.metric}: choose another "
+                          "--study name or output")
+
+
+def held_out_metrics(run: Run, model: onnx.ModelProto) -> tuple[Metrics, Metrics]:
+    """(original, compressed) quality on the held-out data: figures nothing chose by."""
+    evaluator = run.evaluator(run.held_out, measure_energy=False)
+    original = evaluator.reference_metrics
+    return original, evaluator.score(model).relate_to(original)
 
 
 def build_candidate(run: Run, policy: Policy) -> onnx.ModelProto:
