@@ -58,6 +58,9 @@ def write_report(directory: str | Path, study: optuna.Study | None, policy: Poli
     if policy is not None:
         plots.append(_policy_plot(directory / "policy.png", policy, layers))
     plots += _importance_plots(directory, study, trials)
+    if chosen_trial is not None:
+        notes = [f"The policy charted is trial #{chosen_trial}'s: the one the search chose."
+                 ] + list(notes)
     md = _markdown(title, study, trials, policy, layers, before_after, plots, notes)
     md_path = write_text(directory / "report.md", md)
     html_path = write_text(directory / "report.html", _html(title, md))

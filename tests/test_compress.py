@@ -230,3 +230,45 @@ def test_qat_fake_quantizes_only_what_it_mirrors(tiny_cnn):
     assert qat_bits(policy, context) == {info.layer(a).weight: 8, info.layer(b).weight: 4}
     shared = Policy({a: LayerAction(bits=8, share_bits=4), b: LayerAction(keep=0.5)})
     assert qat_bits(shared, context) == {}
+
+
+def test_report_charts_the_chosen_policy_never_an_infeasible_one(tiny_cnn, tmp_path):
+    """The fastest trial breaks --max-drop: the report made again from the storage alone
+    charts the policy the search chose (feasible), as the search wrote it."""
+    from onnxamc.metrics import Metrics
+    from onnxamc.policy import LayerAction, Policy
+    from onnxamc.search import AccuracyBound, SearchSpace, open_study, run_search
+    from onnxamc.search.results import best_trial, record_choice
+    from onnxamc.workflows.run import load_context
+    from onnxamc.workflows.searching import search_slots
+
+    context = load_context(tiny_cnn)
+    space = SearchSpace(search_slots(context), ["quant"])
+    names = context.info.layer_names
+    everything = Policy({n: LayerAction(bits=8) for n in names})  # fastest, loses 5 points
+    one = Policy({names[1]: LayerAction(bits=8)})  # a little faster, loses nothing
+
+    def evaluate(policy):
+        int8 = sum(policy.action(n).bits == 8 for n in names)
+        return Metrics(quality=0.9 - 0.05 * (int8 == len(names)),
+                       quality_drop=0.05 * (int8 == len(names)),
+                       latency_ratio=1.0 - 0.1 * int8, size_ratio=1.0)
+
+    goal = AccuracyBound(0.01)
+    storage = str(tmp_path / "r.journal")
+    study = open_study(storage, "r", goal, context.fingerprint,
+                       settings={"objective": None, "latency": None, "max_drop": 0.01,
+                                 "pick": None})
+    run_search(study, space, goal, evaluate, 3, progress=False,
+               seeds=[space.policy_from_params({}), everything, one])
+    fastest = min(study.trials, key=lambda t: t.user_attrs["metrics"]["latency_ratio"])
+    chosen, feasible = best_trial(study, goal)
+    assert feasible and chosen.number != fastest.number
+    files = api.report(storage, tmp_path / "rep", model=tiny_cnn)
+    text = files.markdown.read_text()
+    assert f"trial #{chosen.number}'s" in text and f"trial #{fastest.number}'s" not in text
+    charted = [l for l in text.splitlines() if l.startswith(f"| {names[0]} |")][0]
+    assert "| 32 |" in charted  # the first layer stays float in the chosen policy
+    record_choice(study, fastest, False, evaluate(everything))  # a recorded choice wins
+    again = api.report(storage, tmp_path / "rep2", model=tiny_cnn).markdown.read_text()
+    assert f"trial #{fastest.number}'s" in again

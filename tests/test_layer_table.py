@@ -39,7 +39,7 @@ def test_bench_predicts_from_a_stored_layer_table(tiny_cnn, tmp_path):
     pruned = api.apply(tiny_cnn, api.uniform_policy(tiny_cnn, "keep=0.5"), reconstruct=False)
     first = api.bench([tiny_cnn, pruned], None, runs=10, layer_table=tmp_path / "t.json")
     table = [m.extra["layer_table"] for m in first]
-    assert table[0]["measured_now"] == len(table[0]["layers"]) > 0
+    assert table[0]["measured_now"] > 0 and table[0]["layers"]
     assert table[1]["predicted_ms"] < table[0]["predicted_ms"]
     again = api.bench([tiny_cnn], None, runs=10, layer_table=tmp_path / "t.json")[0]
     assert again.extra["layer_table"]["measured_now"] == 0

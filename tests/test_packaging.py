@@ -33,6 +33,17 @@ def installed_wheel(tmp_path_factory) -> Path:
     return venv
 
 
+def test_every_package_is_listed_for_the_wheel():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts)
+             for p in (ROOT / "onnxamc").rglob("__init__.py")}
+    assert found <= listed, found - listed
+    assert {"onnxamc.models", "onnxamc.targets"} <= listed
+
+
 def test_wheel_runs_the_default_job_from_another_directory(installed_wheel, tmp_path):
     python = installed_wheel / "bin" / "python"
     where = subprocess.run([python, "-c", "import onnxamc, onnxamc.models as m; "

@@ -43,9 +43,9 @@ class Quantize(Action):
         Field("bits", int, FLOAT_BITS, "32, 16, 8, 4",
               "32 keeps float; 16 stores fp16 weights (Cast, folded at load: smaller file, "
               "float compute); 8 / 4 quantize the weights (static QDQ through onnxruntime's "
-              "`quantize_static`, uint8 activations calibrated with `--calibration-method "
-              "minmax|entropy|percentile`; int8 per-channel is what onnxruntime fuses to "
-              "QLinearConv/QGemm)", lambda v: v in BITS, "one of 32, 16, 8, 4"),
+              "`quantize_static`, uint8 activations calibrated by minmax, entropy or "
+              "percentile (`--calibration-method`); int8 per-channel is what onnxruntime "
+              "fuses to QLinearConv/QGemm)", lambda v: v in BITS, "one of 32, 16, 8, 4"),
         Field("granularity", str, "per-channel", "`per-channel`, `per-tensor`, `per-block`",
               "weight scales per output channel, one per tensor, or one per `block_size` "
               "input channels (per-block is weight-only, opset-21 blocked DequantizeLinear)",

@@ -76,78 +76,104 @@ def train(student: onnx.ModelProto, data: Dataset, config: TrainConfig,
 
 def _train(student, data, config, val, teacher) -> tuple[onnx.ModelProto, TrainReport]:
     import torch
-    import torch.nn.functional as F
 
     torch.manual_seed(config.seed)
     model_outputs = {o.name for o in student.graph.output}  # logits are distilled already
     features = [t for t, w in config.feature_weights.items() if w > 0 and t not in model_outputs]
     bridge = to_torch(student, features)
-    module = bridge.module
     teacher_module = None
     if teacher is not None and (config.distill_weight > 0 or features):
         teacher_module = to_torch(teacher, features).module.eval()
         for p in teacher_module.parameters():
             p.requires_grad_(False)
-    _add_fake_quant(module, bridge.parameters, config.qat_bits)
-    masks = _sparsity_masks(module)
-
-    input_names = list(data.inputs)
-    n = len(data)
-    steps_per_epoch = max(1, math.ceil(n / config.batch_size))
-    total_steps = max(1, config.steps or int(config.epochs * steps_per_epoch))
-    params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total_steps)
-    validate_every = max(1, steps_per_epoch // max(1, config.validations_per_epoch))
-    rng = np.random.default_rng(config.seed)
-    best_acc, best_state, stale, history = None, None, 0, []
-    stopped = "steps done"
-    start = time.time()
-    bar = _progress(total_steps, config.progress)
-    step = 0
-    order = rng.permutation(n)
-    while step < total_steps:
-        if (step % steps_per_epoch) == 0:
-            order = rng.permutation(n)
-        lo = (step % steps_per_epoch) * config.batch_size
-        idx = order[lo: lo + config.batch_size]
-        inputs = [torch.from_numpy(data.inputs[k][idx]) for k in input_names]
-        module.train()
-        outputs = _as_tuple(module(*inputs))
-        loss = _loss(outputs, idx, data, teacher_module, inputs, config, features, F, torch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            for p, mask in masks:
-                p.mul_(mask)
-        step += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix_str(f"loss {loss.item():.3f}")
-        if val is not None and (step % validate_every == 0 or step == total_steps):
-            acc = _accuracy(module, val, input_names)
-            history.append({"step": step, "val_accuracy": acc, "loss": float(loss.item())})
-            if best_acc is None or acc > best_acc:
-                best_acc, stale = acc, 0
-                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-            else:
-                stale += 1
-                if stale >= config.patience:
-                    stopped = f"no validation improvement in {config.patience} checks"
-                    break
-        if config.time_budget is not None and time.time() - start > config.time_budget:
-            stopped = "time budget spent"
-            break
-    if bar is not None:
-        bar.close()
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    _remove_fake_quant(module)
+    _add_fake_quant(bridge.module, bridge.parameters, config.qat_bits)
+    loop = _Loop(bridge.module, data, config, val, teacher_module, features)
+    stopped = loop.run()
+    if loop.best_state is not None:
+        bridge.module.load_state_dict(loop.best_state)
+    _remove_fake_quant(bridge.module)
     trained = write_back(student, bridge.onnx_weights())
-    return trained, TrainReport(step, time.time() - start, best_acc, history, stopped)
+    return trained, TrainReport(loop.step, time.time() - loop.start, loop.best_acc,
+                                loop.history, stopped)
+
+
+class _Loop:
+    """SGD with a cosine schedule over `total` steps, sparsity masks kept, validation
+    with early stopping (the best weights are kept), and a time budget."""
+
+    def __init__(self, module, data, config, val, teacher, features):
+        import torch
+
+        self.module, self.data, self.config, self.val = module, data, config, val
+        self.teacher, self.features = teacher, features
+        self.masks = _sparsity_masks(module)
+        self.per_epoch = max(1, math.ceil(len(data) / config.batch_size))
+        self.total = max(1, config.steps or int(config.epochs * self.per_epoch))
+        params = [p for p in module.parameters() if p.requires_grad]
+        self.opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                   weight_decay=config.weight_decay)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, self.total)
+        self.validate_every = max(1, self.per_epoch // max(1, config.validations_per_epoch))
+        self.best_acc, self.best_state, self.stale, self.history = None, None, 0, []
+        self.step, self.start = 0, time.time()
+
+    def run(self) -> str:
+        """Train until the steps are done or a stopping rule fires; says which."""
+        rng = np.random.default_rng(self.config.seed)
+        bar = _progress(self.total, self.config.progress)
+        order = rng.permutation(len(self.data))
+        stopped = "steps done"
+        while self.step < self.total:
+            if self.step % self.per_epoch == 0:
+                order = rng.permutation(len(self.data))
+            lo = (self.step % self.per_epoch) * self.config.batch_size
+            loss = self._update(order[lo: lo + self.config.batch_size])
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"loss {loss:.3f}")
+            stopped = self._stop_reason(loss) or stopped
+            if stopped != "steps done":
+                break
+        if bar is not None:
+            bar.close()
+        return stopped
+
+    def _update(self, idx) -> float:
+        import torch
+        import torch.nn.functional as F
+
+        inputs = [torch.from_numpy(self.data.inputs[k][idx]) for k in self.data.inputs]
+        self.module.train()
+        outputs = _as_tuple(self.module(*inputs))
+        loss = _loss(outputs, idx, self.data, self.teacher, inputs, self.config, self.features,
+                     F, torch)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        with torch.no_grad():
+            for p, mask in self.masks:
+                p.mul_(mask)
+        self.step += 1
+        return float(loss.item())
+
+    def _stop_reason(self, loss: float) -> str | None:
+        config = self.config
+        if self.val is not None and (self.step % self.validate_every == 0
+                                     or self.step == self.total):
+            acc = _accuracy(self.module, self.val, list(self.data.inputs))
+            self.history.append({"step": self.step, "val_accuracy": acc, "loss": loss})
+            if self.best_acc is None or acc > self.best_acc:
+                self.best_acc, self.stale = acc, 0
+                self.best_state = {k: v.detach().clone()
+                                   for k, v in self.module.state_dict().items()}
+            else:
+                self.stale += 1
+                if self.stale >= config.patience:
+                    return f"no validation improvement in {config.patience} checks"
+        if config.time_budget is not None and time.time() - self.start > config.time_budget:
+            return "time budget spent"
+        return None
 
 
 def _loss(outputs, idx, data, teacher, inputs, config, features, F, torch):
