@@ -120,15 +120,17 @@ def _scale(images: np.ndarray) -> np.ndarray:
 
 
 def load_data(spec: Any, inputs: Sequence[InputSpec], limit: int | None = None,
-              seed: int = 0, *, role: str = "data", preprocess: Any = None) -> "Data":
+              seed: int = 0, *, role: str = "data", preprocess: Any = None,
+              in_memory: bool = False) -> "Data":
     """Data in any of the forms above, checked against `inputs` (in-memory data whole,
-    streamed data on its first batch now and on every batch as it is read)."""
+    streamed data on its first batch now and on every batch as it is read); with
+    `in_memory`, the first `limit` samples read into a Dataset (and no more)."""
     if limit is not None and limit < 1:
         raise DataError(f"{role}: a sample count of {limit} leaves nothing to measure")
     data = open_data(spec, inputs, seed, role, preprocess)
     one_shot = getattr(data, "one_shot", False)
     data = data.take(limit)
-    if one_shot:  # an iterator reads once: keep what was read
+    if one_shot or in_memory:  # an iterator reads once: keep what was read
         data = data.in_memory()
     if isinstance(data, Dataset):
         check_fits(data, inputs, role)

@@ -48,7 +48,8 @@ def resolve_quality(spec: Any, outputs: Sequence[OutputSpec],
                           f"package.module:function, not {spec!r}")
     items = [item.strip() for item in spec.split(",") if item.strip()]
     if len(items) == 1 and _is_user_entry(items[0]):
-        return UserMetric(_load_user(items[0]), outputs, name=items[0])
+        function = _load_user(items[0])
+        return UserMetric(function, outputs, getattr(function, "metric_name", None) or items[0])
     parts: list[OutputMetric] = []
     for item in items:
         parts += _parse_item(item, outputs, labels)

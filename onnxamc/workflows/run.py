@@ -56,11 +56,13 @@ class Run:
     def target(self) -> Target:
         return load_target(self.config.target, self.config.threads)
 
-    def load(self, data: Any, limit: int | None = None, role: str = "data") -> Data:
+    def load(self, data: Any, limit: int | None = None, role: str = "data",
+             in_memory: bool = False) -> Data:
         """Data checked against the model's inputs (a one-line DataError if it does not
-        fit); streamed data is checked on its first batch now, the rest as it is read."""
+        fit); streamed data is checked on its first batch now, the rest as it is read
+        (`in_memory`: read `limit` samples into memory now)."""
         return load_data(data, self.context.inputs, limit=limit, role=role,
-                         preprocess=self.config.preprocess)
+                         preprocess=self.config.preprocess, in_memory=in_memory)
 
     @cached_property
     def data(self) -> Data:
@@ -96,7 +98,7 @@ class Run:
             given = self.select_data
         try:
             return self.load(DEFAULT_CALIBRATION if given is None else given,
-                             self.config.calibration_samples, "calibration data").in_memory()
+                             self.config.calibration_samples, "calibration data", True)
         except DataError as exc:
             if given is not None:
                 raise
