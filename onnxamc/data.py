@@ -247,6 +247,8 @@ def random_data(inputs: Sequence[InputSpec], count: int = 64, seed: int = 0) -> 
         shape = (count, *dims[1:]) if dims else ()
         if np.issubdtype(spec.dtype, np.floating):
             arrays[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
+        elif np.issubdtype(spec.dtype, np.integer) and "mask" in spec.name.lower():
+            arrays[spec.name] = np.ones(shape, spec.dtype)  # attention masks: every token
         elif np.issubdtype(spec.dtype, np.integer):
             arrays[spec.name] = rng.integers(0, 100, shape).astype(spec.dtype)
         elif spec.dtype == np.bool_:

@@ -60,8 +60,8 @@ def class_like(labels: np.ndarray | None) -> np.ndarray | None:
         labels = labels.reshape(-1)
     if labels.ndim == 1 and labels.dtype.kind == "f" and np.array_equal(labels, np.round(labels)):
         return labels.astype(np.int64)
-    if labels.ndim == 1 and labels.dtype.kind in "bu":
-        return labels.astype(np.int64)
+    if labels.ndim == 1 and labels.dtype.kind in "biu":
+        return labels.astype(np.int64, copy=False)
     return labels
 
 
