@@ -32,8 +32,9 @@ def toy_layers() -> list[LayerSlot]:
 
 def toy_cost() -> CostModel:
     """Layer i writes group i and reads group i-1 (group -1: the model input)."""
-    layers = tuple(LayerCost(f"l{i}", m, i, (i - 1,)) for i, m in enumerate(MACS))
     channels = {-1: 1, **{i: w for i, w in enumerate(WIDTHS)}}
+    layers = tuple(LayerCost(f"l{i}", m, i, ((i - 1, channels[i - 1]),))
+                   for i, m in enumerate(MACS))
     return CostModel(layers, channels, frozenset(range(len(MACS) - 1)), multiple=1)
 
 

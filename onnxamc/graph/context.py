@@ -44,7 +44,7 @@ class ModelContext:
 
     @cached_property
     def cost(self) -> CostModel:
-        return CostModel.of(self.info.layers, self.channels.groups)
+        return CostModel.of(self.info.layers, self.channels)
 
     @cached_property
     def size_bytes(self) -> int:

@@ -1,19 +1,22 @@
-"""The cost model: MACs of a model under a policy, from the layer table and the channel
-groups, without building the compressed model.
+"""The cost model: MACs of a model under a pruning and per-layer factors, from the layer
+table and the channel groups, without building the compressed model.
 
 A layer's MACs scale with the share of its output channels kept (its own group) times
-the share of its input channels kept (the groups it reads), and with its own factors
-(the non-zero share under sparsity, the kept rank). A depthwise convolution reads and
-writes the same group, so that share counts once. Kept channel counts are rounded as
-the pruning pass rounds them (`kept_count`), so the estimate is the pass's count.
+the share of its input channels kept (each group it reads, weighted by how many of its
+input channels come from that group), and with its own factors (the non-zero share under
+sparsity...). A depthwise convolution reads and writes the same group: that share counts
+once. The search estimates a policy with it (keep ratios rounded as the pruning pass
+rounds them) and a pruning plan counts its MACs with it (the kept channels it chose), so
+both say the same number.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from onnxamc.graph.groups import ChannelGroup, kept_count
+from onnxamc.graph.groups import ChannelAnalysis, kept_count
 
 DEFAULT_MULTIPLE = 8
 
@@ -23,7 +26,7 @@ class LayerCost:
     name: str
     macs: int
     out_group: int | None  # index of the channel group of its output channels
-    in_groups: tuple[int, ...]  # the groups of the channels it reads
+    reads: tuple[tuple[int, int], ...] = ()  # (group, how many input channels from it)
     depthwise: bool = False
 
 
@@ -37,20 +40,20 @@ class CostModel:
     multiple: int = DEFAULT_MULTIPLE
 
     @classmethod
-    def of(cls, layers: Sequence, groups: Sequence[ChannelGroup],
+    def of(cls, layers: Sequence, analysis: ChannelAnalysis,
            multiple: int = DEFAULT_MULTIPLE) -> "CostModel":
-        by_layer = {name: g for g in groups for name in g.layers}
-        reads: dict[str, list[int]] = {}
-        for g in groups:
-            for name in g.consumers:
-                reads.setdefault(name, []).append(g.index)
         rows = []
         for layer in layers:
-            group = by_layer.get(layer.name)
+            group = analysis.group_of(layer.name)
+            counts: Counter = Counter()
+            for atoms in analysis.tracer.consumers.get(layer.name, ()):
+                counts.update(g for g in (analysis.group_index(a) for a in atoms.tolist())
+                              if g is not None)
             rows.append(LayerCost(layer.name, int(layer.macs),
                                   None if group is None else group.index,
-                                  tuple(reads.get(layer.name, ())),
+                                  tuple(sorted(counts.items())),
                                   bool(getattr(layer, "depthwise", False))))
+        groups = analysis.groups
         return cls(tuple(rows), {g.index: g.channels for g in groups},
                    frozenset(g.index for g in groups if g.prunable), multiple)
 
@@ -58,9 +61,9 @@ class CostModel:
     def total_macs(self) -> int:
         return sum(layer.macs for layer in self.layers)
 
-    def group_keep(self, keep: Mapping[str, float]) -> dict[int, float]:
-        """{group: kept share of its channels} for layer keep ratios (a group takes the
-        largest ratio given to any of its layers, as the pruning pass does)."""
+    def shares(self, keep: Mapping[str, float]) -> dict[int, float]:
+        """{group: kept share of its channels} for layer keep ratios: a group takes the
+        largest ratio given to any of its layers, rounded as the pruning pass rounds."""
         ratios: dict[int, float] = {}
         for layer in self.layers:
             ratio = keep.get(layer.name, 1.0)
@@ -73,16 +76,26 @@ class CostModel:
     def macs(self, keep: Mapping[str, float] | None = None,
              factors: Mapping[str, float] | None = None) -> float:
         """MACs per sample with `keep` ratios per layer and extra per-layer `factors`
-        (sparsity's non-zero share, low rank...); effective MACs when factors are given."""
-        shares = self.group_keep(keep or {})
-        factors = factors or {}
-        total = 0.0
+        (effective MACs when they are sparsity's non-zero shares)."""
+        return self.macs_at(self.shares(keep or {}), factors)
+
+    def macs_at(self, shares: Mapping[int, float],
+                factors: Mapping[str, float] | None = None) -> float:
+        """MACs per sample when each group keeps `shares[group]` of its channels."""
+        out, read = {}, {}
         for layer in self.layers:
-            out = shares.get(layer.out_group, 1.0)
-            reads = [g for g in layer.in_groups if g != layer.out_group or not layer.depthwise]
+            out[layer.name] = shares.get(layer.out_group, 1.0)
+            reads = [(g, n) for g, n in layer.reads
+                     if not (layer.depthwise and g == layer.out_group)]
             if reads:
-                channels = sum(self.group_channels.get(g, 1) for g in reads)
-                kept = sum(shares.get(g, 1.0) * self.group_channels.get(g, 1) for g in reads)
-                out *= kept / channels
-            total += layer.macs * out * factors.get(layer.name, 1.0)
-        return total
+                read[layer.name] = sum(shares.get(g, 1.0) * n for g, n in reads) / \
+                    sum(n for _, n in reads)
+        return self.macs_of(out, read, factors)
+
+    def macs_of(self, out: Mapping[str, float], read: Mapping[str, float],
+                factors: Mapping[str, float] | None = None) -> float:
+        """The cost model itself: each layer's MACs times the share of its output channels
+        kept, the share of its input channels kept and its own factor."""
+        factors = factors or {}
+        return sum(layer.macs * out.get(layer.name, 1.0) * read.get(layer.name, 1.0)
+                   * factors.get(layer.name, 1.0) for layer in self.layers)

@@ -234,37 +234,32 @@ class PruningPlan:
         return tuple(shape)
 
     def predict(self) -> tuple[int, int]:
-        """(MACs, params) the pruned model will have, by the layer table's cost model."""
+        """(MACs, params) the pruned model will have: MACs by the cost model (graph.cost)
+        at the channels this plan keeps, params from the edited tensors' sizes."""
+        from onnxamc.graph.cost import CostModel
+
         model = self.analysis.model
         sizes = {init.name: int(np.prod(init.dims)) for init in model.graph.initializer}
         shapes = {init.name: tuple(int(d) for d in init.dims) for init in model.graph.initializer}
-        weight_size: dict[tuple[int, int], int] = {}
-        tensor_size: dict[str, int] = {}  # tensors edited in place
         for name, uses in self.tensor_changes().items():
-            sigs = set(uses.values())
             old = shapes.get(name)
-            if name in sizes:
-                del sizes[name]
-            for sig in sigs:
-                key = next(k for k, s in uses.items() if s == sig)
+            sizes.pop(name, None)
+            for sig in set(uses.values()):
                 if old is None and not sig:
                     continue
-                shape = self.new_shape(key, sig, old)
-                size = int(np.prod(shape))
-                sizes[f"{name}|{sig!r}"] = size
-                for k, s in uses.items():
-                    if s == sig:
-                        weight_size[k] = size
-                if len(sigs) == 1 and sig:
-                    tensor_size[name] = size
-        names = self.analysis.tracer.names
-        index = {n: i for i, n in enumerate(names)}
-        macs = 0
+                key = next(k for k, s in uses.items() if s == sig)
+                sizes[f"{name}|{sig!r}"] = int(np.prod(self.new_shape(key, sig, old)))
+        tracer = self.analysis.tracer
+        out = {name: self.alive[atoms].mean() for name, atoms in tracer.layer_sources.items()
+               if len(atoms)}
+        read = {}
         for layer in find_layers(model):
-            old = int(np.prod(shapes[layer.weight]))
-            new = weight_size.get((index[layer.name], 1), tensor_size.get(layer.weight, old))
-            macs += layer.macs // old * new if old else 0
-        return macs, sum(sizes.values())
+            atoms = [a for a in tracer.consumers.get(layer.name, ())]
+            if atoms and not layer.depthwise:  # a depthwise conv's inputs are its outputs
+                joined = np.concatenate(atoms)
+                read[layer.name] = self.alive[joined].mean()
+        cost = CostModel.of(find_layers(model), self.analysis)
+        return int(round(cost.macs_of(out, read))), sum(sizes.values())
 
 
 def channel_groups(model: onnx.ModelProto) -> ChannelAnalysis:
