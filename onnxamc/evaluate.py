@@ -47,7 +47,8 @@ class Evaluator:
         self.data = data
         self.target = load_target(target)
         labels = data.peek()[1] if data is not None else None
-        self.quality = resolve_quality(quality, output_specs(self.reference.model), labels)
+        self.quality = resolve_quality(quality if data is not None else None,
+                                       output_specs(self.reference.model), labels)
         self.runs, self.warmup, self.measure_energy = runs, warmup, measure_energy
         self.meter = TargetMeter(self.target)
         self.feed = (data if data is not None else random_data(self.reference.inputs, 1)).one()

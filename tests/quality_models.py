@@ -74,8 +74,9 @@ def token_batch(rng: np.random.Generator, count: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids.astype(np.int64), "attention_mask": mask}
 
 
-def unet(path: Path) -> Path:
-    """Two levels of a UNet on 3x32x32 images: a one-channel dense map `depth`."""
+def unet(path: Path, classes: int = 1) -> Path:
+    """Two levels of a UNet on 3x32x32 images: a one-channel dense map `depth` (or, with
+    `classes` > 1, per-pixel class scores `classes`)."""
     import torch
     from torch import nn
 
@@ -87,7 +88,7 @@ def unet(path: Path) -> Path:
             self.mid = nn.Conv2d(32, 32, 3, padding=1)
             self.up = nn.ConvTranspose2d(32, 16, 2, stride=2)
             self.dec = nn.Conv2d(32, 16, 3, padding=1)
-            self.head = nn.Conv2d(16, 1, 1)
+            self.head = nn.Conv2d(16, classes, 1)
 
         def forward(self, x):
             e1 = torch.relu(self.enc1(x))
@@ -96,8 +97,9 @@ def unet(path: Path) -> Path:
             return self.head(d)
 
     torch.manual_seed(0)
-    return export_multi(UNet(), (torch.rand(2, 3, 32, 32),), path, ["image"], ["depth"],
-                        {"image": {0: "batch"}, "depth": {0: "batch"}})
+    name = "depth" if classes == 1 else "classes"
+    return export_multi(UNet(), (torch.rand(2, 3, 32, 32),), path, ["image"], [name],
+                        {"image": {0: "batch"}, name: {0: "batch"}})
 
 
 def two_headed(path: Path) -> Path:

@@ -115,6 +115,11 @@ def test_two_inputs_two_outputs_through_every_command(models, capsys, tmp_path):
                              "-o", tmp_path / "s.onnx", *FAST)
     assert code == 0, err
     assert "fidelity: cosine on the worst of 'scores', 'heat'" in out and "per output:" in out
+    code, out, err = run_cli(capsys, "report", "--storage", tmp_path / "s.journal", "--model",
+                             model, "-o", tmp_path / "report")
+    assert code == 0, err
+    assert "Quality: cosine on the worst of 'scores', 'heat'" in \
+        (tmp_path / "report" / "report.md").read_text()
     code, out, err = run_cli(capsys, "compress", model, "--data", data, "--policy",
                              tmp_path / "s.policy.json", "-o", tmp_path / "c.onnx",
                              "--no-report", *FAST)
