@@ -29,7 +29,7 @@ def accuracy(outputs, labels):
     return float(np.mean(next(iter(outputs.values())).argmax(1) == labels))
 
 
-def cases(work: Path) -> list[dict]:
+def cases(work: Path, only: set[str] | None = None) -> list[dict]:
     import quality_models as qm
 
     rng = np.random.default_rng(0)
@@ -41,6 +41,20 @@ def cases(work: Path) -> list[dict]:
             dict(resnet, metric="top5", max_drop=0.005),
             dict(resnet, metric="agreement", max_drop=0.02),
             dict(resnet, metric=accuracy, max_drop=0.01, label="user accuracy()")]
+    if only and "cosine" not in only:
+        text = None
+    else:
+        text = _text_case(work, rng)
+    rows += [text] if text else []
+    rows += [dict(model=unet, data=images, metric="snr", min_quality=30),
+             dict(model=unet, data=images, metric="mse", max_drop=_mse_bound(unet, images)),
+             dict(model=seg, data=images, metric="iou", max_drop=0.02)]
+    return rows
+
+
+def _text_case(work: Path, rng) -> dict:
+    import quality_models as qm
+
     try:
         import minilm
 
@@ -51,11 +65,7 @@ def cases(work: Path) -> list[dict]:
         np.savez(work / "tokens.npz", **qm.token_batch(rng, 512))
         text = dict(model=qm.text_encoder(work / "encoder.onnx"), data=work / "tokens.npz",
                     metric="cosine", max_drop=0.01, label="cosine (small encoder)")
-    rows.append(text)
-    rows += [dict(model=unet, data=images, metric="snr", min_quality=30),
-             dict(model=unet, data=images, metric="mse", max_drop=_mse_bound(unet, images)),
-             dict(model=seg, data=images, metric="iou", max_drop=0.02)]
-    return rows
+    return text
 
 
 def _mse_bound(model: Path, data: Path) -> float:
@@ -98,9 +108,10 @@ def main() -> None:
     print("| metric | what it reads | original | compressed | drop | bound | latency x | "
           "size x | trials | minutes |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for case in cases(work):
+    only = set(args.only.split(",")) if args.only else None
+    for case in cases(work, only):
         label = str(case.get("label") or case["metric"])
-        if args.only and label.split()[0].strip("()") not in args.only.split(","):
+        if only and label.split()[0].strip("()") not in only:
             continue
         print(run(case, args.trials, work, args.runs), flush=True)
 

@@ -263,7 +263,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                       help="largest quality drop from the original, in the metric's units: "
                            "0.01 = 1 point of top1/top5/agreement/iou, 0.01 of cosine, 1 = "
                            "1 dB of snr against labels, a rise of 0.01 in mse (default 0.01; "
-                           "snr against the original: at least 30 dB, see --min-quality)")
+                           "snr against the original: at least 30 dB, see --min-quality; mse "
+                           "and your own metric have no default)")
     goal.add_argument("--min-quality", type=float, metavar="Q",
                       help="the worst quality allowed, in the metric's units (0.99 cosine, "
                            "30 dB snr; for mse the largest): for fidelity metrics, where the "
