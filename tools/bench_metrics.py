@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("--work", default="bench-metrics")
     parser.add_argument("--only", help="comma-separated labels to run (e.g. snr,iou)")
     args = parser.parse_args()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     print("| metric | what it reads | original | compressed | drop | bound | latency x | "
