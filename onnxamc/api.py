@@ -1,7 +1,10 @@
 """The public Python API: a thin facade over the workflows.
 
 Every function takes a model as a path, a ModelProto, or None for the bundled default
-(ResNet-20 trained on Fashion-MNIST), and data as a path, a built-in name or a Dataset.
+(ResNet-20 trained on Fashion-MNIST), and data in any form onnxamc.data reads: an .npz
+path, a built-in name, a folder of images, "package.module:function", a dict of arrays,
+any iterable of feed dicts, a torch DataLoader, or a function returning one. `metric=` is
+a built-in name, a spec, or your own function (onnxamc.quality).
 Settings are keyword arguments, the fields of onnxamc.config's RunConfig, SearchConfig
 and RecoveryConfig (each default is written there once). Errors a user can act on are
 `onnxamc.errors.OnnxAmcError` with a one-line message.
@@ -16,7 +19,6 @@ import onnx
 
 from onnxamc.config import (RecoveryConfig, RunConfig, SearchConfig, default_output,
                             split_options)
-from onnxamc.data import Dataset
 from onnxamc.errors import OnnxAmcError, PolicyError
 from onnxamc.graph import FrontDoorReport, ModelInfo
 from onnxamc.graph.blocks import ResidualBlock
@@ -30,7 +32,7 @@ from onnxamc.workflows.compressing import CompressOutcome
 from onnxamc.workflows.run import ModelLike, Run, load_context
 from onnxamc.workflows.searching import SearchOutcome
 
-DataLike = str | Path | Dataset
+DataLike = Any  # see onnxamc.data.load_data
 
 
 def load(model: ModelLike = None, input_shapes: dict[str, tuple[int, ...]] | None = None
@@ -64,9 +66,12 @@ def removable_blocks(model: ModelLike = None) -> list[ResidualBlock]:
     return load_context(model).blocks
 
 
-def data_for(model: ModelLike, data: DataLike, limit: int | None = None) -> Dataset:
-    """Data loaded and checked against the model's inputs (one-line DataError if not)."""
-    return Run(model).load(data, limit)
+def data_for(model: ModelLike, data: DataLike, limit: int | None = None, **options: Any):
+    """Data loaded and checked against the model's inputs (one-line DataError if not):
+    a Dataset in memory, or a StreamData read batch by batch (options: RunConfig fields,
+    e.g. `preprocess` for an image folder)."""
+    (config,) = split_options(options, RunConfig)
+    return Run(model, config).load(data, limit)
 
 
 def uniform_policy(model: ModelLike, spec: str | dict[str, Any]) -> Policy:

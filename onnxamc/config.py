@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from onnxamc.errors import OnnxAmcError
+from onnxamc.errors import DataError, OnnxAmcError
 
 DEFAULT_DATA = "fashion-mnist"
 DEFAULT_CALIBRATION = "fashion-mnist:calib"
@@ -31,11 +31,15 @@ class ConfigError(OnnxAmcError):
 class RunConfig:
     """What every command shares: data, calibration, where and how latency is measured."""
 
-    data: Any = DEFAULT_DATA  # .npz path, built-in name or Dataset
+    data: Any = DEFAULT_DATA  # any form onnxamc.data.load_data reads
     calibration: Any = None  # None: the user's data, or the bundled calibration subset
     calibration_samples: int = 256
     calibration_method: str = "minmax"
     eval_samples: int | None = None  # evaluate on the first N samples only
+    metric: Any = None  # a built-in name, OUTPUT=NAME,..., pkg.mod:function or a function
+    preprocess: Any = None  # image folders: "resize=256,crop=224,mean=...,std=..."
+    validation_split: float | None = None  # hold this share of `data` out of every choice
+    select_data: Any = None  # choose on this data instead; `data` is then held out
     target: Any = None  # shipped target name, TOML path or Target; None: cpu-ort
     threads: int | None = None  # overrides the target's thread count
     runs: int = 50  # timed runs per model (per trial in a search)
@@ -49,8 +53,18 @@ class RunConfig:
     max_spread: float = 0.05  # a latency ratio's interval wider than ±5%: measured again, flagged
 
     def __post_init__(self):
-        _at_least(self, "calibration_samples", 1)
-        _at_least(self, "eval_samples", 1, optional=True)
+        for name, what in (("calibration_samples", "calibration data"),
+                           ("eval_samples", "evaluation data")):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise DataError(f"{name.replace('_', '-')} must be an integer >= 1, got "
+                                f"{value!r}: {what} of no samples measures nothing")
+        if self.validation_split is not None and not 0 < self.validation_split < 1:
+            raise ConfigError(f"validation-split must be a share in (0, 1), got "
+                              f"{self.validation_split}")
+        if self.validation_split is not None and self.select_data is not None:
+            raise ConfigError("give validation-split or select-data, not both")
         _at_least(self, "threads", 1, optional=True)
         _at_least(self, "runs", 1)
         _at_least(self, "warmup", 0)
@@ -67,7 +81,8 @@ class SearchConfig:
     """The search: its goal, budget, storage, actions and agent."""
 
     latency: float | None = None  # best quality within latency <= ratio x original
-    max_drop: float | None = None  # lowest latency within this quality drop (default 0.01)
+    max_drop: float | None = None  # lowest latency within this quality drop, metric units
+    min_quality: float | None = None  # ... within this quality (snr: dB), instead of a drop
     trials: int = 30  # the study's total of evaluated trials
     timeout: float | None = None  # seconds for the whole run, re-measurement included
     storage: str | None = None  # journal file or database URL; default OUTPUT.journal
@@ -97,6 +112,9 @@ class SearchConfig:
                 a.strip() for a in self.actions.split(",") if a.strip()))
         if not self.actions:
             raise ConfigError("actions: give at least one action to search")
+        if self.min_quality is not None and (self.max_drop is not None
+                                             or self.latency is not None):
+            raise ConfigError("give one bound: min-quality, max-drop or latency")
 
 
 @dataclass(frozen=True)

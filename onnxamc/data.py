@@ -1,8 +1,16 @@
-"""Datasets: `.npz` files and built-in names, checked against the model's inputs.
+"""Data: what a model is evaluated and calibrated on, checked against its inputs.
 
-A dataset is a dict of input arrays (named after the model inputs, batch first) plus
-optional integer `labels`. Without labels, accuracy means fidelity: top-1 agreement
-with the original model's outputs.
+Forms (`load_data`): an `.npz` file (arrays named after the model inputs, batch first,
+optional `labels`), a built-in name (below), `package.module:function` (a function
+returning an iterable of feed dicts, read batch by batch: onnxamc.data_sources), a
+folder of images (onnxamc.data_images), and in the API a dict of arrays, any iterable of
+feed dicts, a torch DataLoader or a function returning one.
+
+Two kinds share one protocol (labelled_batches, batches, peek, one, take, split,
+in_memory, size, has_labels): `Dataset` holds arrays in memory; `StreamData` reads its
+source again on each pass and never holds it whole. Labels are class indices (one per
+sample) or arrays (targets, masks); without labels, quality means fidelity to the
+original model (onnxamc.quality).
 
 Built-in names:
   fashion-mnist            the bundled 2,000-image evaluation subset of the test set
@@ -16,12 +24,15 @@ Built-in names:
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from onnxamc.data_checks import check_batch, fmt_shape
+from onnxamc.data_sources import StreamData, as_feed, part_mask
 from onnxamc.errors import DataError
 from onnxamc.graph.model import InputSpec
 
@@ -45,11 +56,23 @@ class Dataset:
     def __len__(self) -> int:
         return next((len(v) for v in self.inputs.values() if v.ndim), 1)
 
+    @property
+    def size(self) -> int:
+        return len(self)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
     def batches(self, size: int) -> Iterator[dict[str, np.ndarray]]:
         """Batches of `size` samples, or of the model's fixed batch."""
         step = self.batch or size
         for start in range(0, len(self), step):
             yield self._rows(slice(start, start + step))
+
+    def labelled_batches(self, size: int) -> Iterator[tuple[dict[str, np.ndarray], Any]]:
+        for start, feed in zip(range(0, len(self), size), self.batches(size)):
+            yield feed, None if self.labels is None else self.labels[start : start + size]
 
     def take(self, n: int | None) -> "Dataset":
         """The first n samples (all of them when n is None or larger than the set)."""
@@ -66,6 +89,27 @@ class Dataset:
     def _rows(self, rows: slice) -> dict[str, np.ndarray]:
         """The given samples of every input; scalar inputs (a sample rate) go whole."""
         return {k: v[rows] if v.ndim else v for k, v in self.inputs.items()}
+
+    def peek(self) -> tuple[dict[str, np.ndarray], Any]:
+        return self.one(), None if self.labels is None else self.labels[:1]
+
+    def split(self, fraction: float) -> tuple["Dataset", "Dataset"]:
+        """(what chooses, what is held out), the held-out share spread along the set
+        as data_sources.part_mask spreads it."""
+        held = part_mask(0, len(self), "held-out", fraction)
+        parts = []
+        for side, mask in (("select", ~held), ("held-out", held)):
+            if not mask.any():
+                raise DataError(f"data {self.name}: a held-out split of {fraction:g} leaves the "
+                                f"{side} part empty ({len(self)} samples)")
+            parts.append(Dataset({k: v[mask] for k, v in self.inputs.items()},
+                                 None if self.labels is None else self.labels[mask],
+                                 f"{self.name} ({side} part, {int(mask.sum())} samples)",
+                                 list(self.notes)))
+        return parts[0], parts[1]
+
+    def in_memory(self) -> "Dataset":
+        return self
 
 
 def read_fashion_mnist_idx(split: str, as_uint8: bool = False,
@@ -87,21 +131,77 @@ def _scale(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / 255.0
 
 
-def load_data(spec: str | Path | Dataset, inputs: Sequence[InputSpec],
-              limit: int | None = None, seed: int = 0) -> Dataset:
-    """Load a dataset by file path or built-in name and check it against `inputs`."""
-    if isinstance(spec, Dataset):
-        data = spec
-    else:
-        text = str(spec)
-        base, _, arg = text.partition(":")
-        if base in BUILTIN_NAMES and not Path(text).exists():
-            data = _builtin(base, arg, inputs, seed)
-        else:
-            data = _read_npz(Path(text), inputs)
+def load_data(spec: Any, inputs: Sequence[InputSpec], limit: int | None = None,
+              seed: int = 0, *, role: str = "data", preprocess: Any = None,
+              in_memory: bool = False) -> "Data":
+    """Data in any of the forms above, checked against `inputs` (in-memory data whole,
+    streamed data on its first batch now and on every batch as it is read); with
+    `in_memory`, the first `limit` samples read into a Dataset (and no more)."""
+    if limit is not None and limit < 1:
+        raise DataError(f"{role}: a sample count of {limit} leaves nothing to measure")
+    data = open_data(spec, inputs, seed, role, preprocess)
+    one_shot = getattr(data, "one_shot", False)
     data = data.take(limit)
-    check_fits(data, inputs)
-    return fit_batch(data, inputs)
+    if one_shot or in_memory:  # an iterator reads once: keep what was read
+        data = data.in_memory()
+    if isinstance(data, Dataset):
+        check_fits(data, inputs, role)
+        return fit_batch(data, inputs)
+    data.peek()
+    return data
+
+
+def open_data(spec: Any, inputs: Sequence[InputSpec], seed: int = 0, role: str = "data",
+              preprocess: Any = None) -> "Data":
+    """The data `spec` names, not yet limited or checked."""
+    if isinstance(spec, (Dataset, StreamData)):
+        return spec
+    if isinstance(spec, (str, Path)):
+        return _named(spec, inputs, seed, role, preprocess)
+    if isinstance(spec, np.ndarray) or isinstance(spec, Mapping):
+        feed, labels = as_feed(spec, inputs, role)
+        return Dataset(feed, labels, "arrays")
+    if callable(spec):
+        return StreamData(spec, inputs, getattr(spec, "__name__", "function"), role=role)
+    if isinstance(spec, Iterable):
+        data = StreamData(lambda: spec, inputs, type(spec).__name__, role=role)
+        data.one_shot = iter(spec) is spec
+        return data
+    raise DataError(f"{role}: {type(spec).__name__} is not data (an .npz path, a built-in "
+                    "name, package.module:function, an image folder or an iterable of feed "
+                    "dicts)")
+
+
+def _named(spec: str | Path, inputs, seed: int, role: str, preprocess) -> "Data":
+    from onnxamc.entry_points import import_entry, is_entry_point
+
+    text = str(spec)
+    path = Path(text)
+    base, _, arg = text.partition(":")
+    if path.is_dir():
+        from onnxamc.data_images import image_folder
+
+        return image_folder(path, inputs, preprocess, role)
+    if base in BUILTIN_NAMES and not path.exists():
+        return _builtin(base, arg, inputs, seed)
+    if not path.exists() and is_entry_point(text):
+        function = import_entry(text, f"{role} function", DataError)
+        if not callable(function):
+            raise DataError(f"{role} {text} is a {type(function).__name__}, not a function")
+        return StreamData(lambda: _call(function, text, role), inputs, text, role=role)
+    return _read_npz(path, inputs)
+
+
+def _call(function, name: str, role: str):
+    try:
+        return function()
+    except DataError:
+        raise
+    except Exception as exc:
+        from onnxamc.errors import first_line
+
+        raise DataError(f"{role} function {name} raised {type(exc).__name__}: "
+                        f"{first_line(exc)}") from None
 
 
 def fixed_batch(inputs: Sequence[InputSpec]) -> int | None:
@@ -124,6 +224,7 @@ def fit_batch(data: Dataset, inputs: Sequence[InputSpec]) -> Dataset:
     notes = out.notes + ([f"the model's batch is fixed at {batch}: {usable} of "
                           f"{len(data)} samples used"] if usable < len(data) else [])
     return Dataset(out.inputs, out.labels, out.name, notes, batch)
+
 
 def _builtin(base: str, arg: str, inputs: Sequence[InputSpec], seed: int) -> Dataset:
     if base == "random":
@@ -175,12 +276,14 @@ def random_data(inputs: Sequence[InputSpec], count: int = 64, seed: int = 0) -> 
     for spec in inputs:
         dims = list(spec.shape)
         if any(d is None for d in dims[1:]):
-            raise DataError(f"input {spec.name!r} has dynamic dimensions {_fmt(spec.shape)} "
+            raise DataError(f"input {spec.name!r} has dynamic dimensions {fmt_shape(spec.shape)} "
                             "beyond the batch: random data needs a fixed shape (give one "
                             f"with --input-shape {spec.name}:1,...)")
         shape = (count, *dims[1:]) if dims else ()
         if np.issubdtype(spec.dtype, np.floating):
             arrays[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
+        elif np.issubdtype(spec.dtype, np.integer) and "mask" in spec.name.lower():
+            arrays[spec.name] = np.ones(shape, spec.dtype)  # attention masks: every token
         elif np.issubdtype(spec.dtype, np.integer):
             arrays[spec.name] = rng.integers(0, 100, shape).astype(spec.dtype)
         elif spec.dtype == np.bool_:
@@ -194,49 +297,24 @@ def _read_npz(path: Path, inputs: Sequence[InputSpec]) -> Dataset:
     if not path.exists():
         names = ", ".join(n if n != "fashion-mnist" else "fashion-mnist[:eval|calib|test|train]"
                           for n in BUILTIN_NAMES)
-        raise DataError(f"data {str(path)!r} is neither a file nor a built-in name ({names})")
+        raise DataError(f"data {str(path)!r} is neither a file nor a built-in name ({names}), "
+                        "nor a folder of images or package.module:function")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except Exception as exc:  # zipfile, pickle and format errors all mean the same here
         raise DataError(f"cannot read {path} as an .npz file: {exc}") from None
-    labels = arrays.pop(LABELS, None)
-    if labels is not None:
-        labels = labels.astype(np.int64).reshape(-1)
+    labels = arrays.pop(LABELS, None)  # checked and made class indices by check_fits
     if len(arrays) == 1 and len(inputs) == 1 and inputs[0].name not in arrays:
         arrays = {inputs[0].name: next(iter(arrays.values()))}  # a lone array feeds the lone input
     return Dataset(arrays, labels, path.name)
 
 
-def check_fits(data: Dataset, inputs: Sequence[InputSpec]) -> None:
-    """One-line errors for a missing input, a wrong shape, dtype or sample count."""
-    expected = {s.name for s in inputs}
-    extra = sorted(set(data.inputs) - expected)
-    if extra:
-        raise DataError(f"data has arrays {extra} that are not model inputs "
-                        f"(inputs: {sorted(expected)})")
-    counts = set()
-    for spec in inputs:
-        if spec.name not in data.inputs:
-            raise DataError(f"data has no array for model input {spec.name!r}")
-        arr = data.inputs[spec.name]
-        if arr.ndim != len(spec.shape) or any(
-            want is not None and want != got for want, got in zip(spec.shape[1:], arr.shape[1:])
-        ):
-            raise DataError(f"input {spec.name!r}: data shape {_fmt(arr.shape)} does not fit "
-                            f"model shape {_fmt(spec.shape)}")
-        if arr.dtype != spec.dtype:
-            if np.can_cast(arr.dtype, spec.dtype, "same_kind") and arr.dtype.kind == spec.dtype.kind:
-                data.inputs[spec.name] = arr.astype(spec.dtype)
-            else:
-                raise DataError(f"input {spec.name!r}: data type {arr.dtype} does not fit "
-                                f"model type {spec.dtype}")
-        if arr.ndim:
-            counts.add(len(arr))
-    if data.labels is not None:
-        counts.add(len(data.labels))
-    if len(counts) > 1:
-        raise DataError(f"data arrays and labels have different sample counts: {sorted(counts)}")
+def check_fits(data: Dataset, inputs: Sequence[InputSpec], role: str = "data") -> None:
+    """One-line errors for a missing input, a wrong shape, dtype or sample count, NaN or
+    Inf values, no samples (data_checks.check_batch on the whole set)."""
+    data.inputs, data.labels = check_batch(data.inputs, data.labels, inputs,
+                                           f"{role} {data.name}")
 
 
 def _single_input(inputs: Sequence[InputSpec], what: str) -> InputSpec:
@@ -246,5 +324,4 @@ def _single_input(inputs: Sequence[InputSpec], what: str) -> InputSpec:
     return inputs[0]
 
 
-def _fmt(shape: Sequence[int | None]) -> str:
-    return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+Data = Dataset | StreamData

@@ -35,6 +35,11 @@ class EvaluationError(OnnxAmcError):
     """A compressed candidate could not be built or run; the search records it as failed."""
 
 
+class MetricError(EvaluationError):
+    """A quality metric cannot be made or a user's metric function failed; the message
+    names the function. On a candidate the trial fails (as any EvaluationError)."""
+
+
 class TargetError(OnnxAmcError):
     """A target file is missing or malformed, or asks for what this machine lacks."""
 

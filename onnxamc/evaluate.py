@@ -1,19 +1,21 @@
 """The evaluator: Metrics of candidate models against one reference model, on one data
 set and one target.
 
-Quality runs on this host with onnxruntime CPU, scored by a named metric
-(onnxamc.quality) against labels or the reference's outputs; latency runs on the Target
+Quality runs on this host with onnxruntime CPU, batch by batch (onnxamc.scoring), scored
+by a named metric (onnxamc.quality: a built-in, the default chosen from the labels and
+the outputs' shapes, or the user's function) against labels or the reference's outputs;
+latency runs on the Target
 (onnxruntime or TVM, local or remote), always side by side with the reference, so every
 ratio is measured in one run and carries its bootstrap interval. A model the target's
 runtime cannot run gets no latency, `supported=False` and a ratio of infinity, which
 the search scores as infeasible.
 
-What does not change between candidates (the reference's outputs, its static metrics,
-its prepared runner) is computed once; each candidate gets one onnxruntime session,
-used for its latency and its quality alike when the target is this machine's CPU. The
-reference model itself is never timed against itself: its ratio is 1 by construction.
-A search scores candidates in stages (`candidate`, `time`, `quality_upto`) so that it can
-stop early; `evaluate` and `compare` do all of it at once.
+What does not change between candidates (the truth of each batch, the reference's
+static metrics, its prepared runner) is computed once; each candidate gets one
+onnxruntime session, used for its latency and its quality alike when the target is this
+machine's CPU. The reference model itself is never timed against itself: its ratio is 1
+by construction. A search scores candidates in stages (`candidate`, `time`,
+`quality_upto`) so that it can stop early; `evaluate` and `compare` do all of it at once.
 """
 
 from __future__ import annotations
@@ -21,27 +23,25 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import onnx
 
-from onnxamc.data import Dataset, random_data
+from onnxamc.data import Data, random_data
 from onnxamc.errors import UnsupportedOnTargetError
 from onnxamc.graph.context import ModelContext
 from onnxamc.graph.size import bits_per_weight, weight_storage
 from onnxamc.metrics import Metrics
 from onnxamc.profiling import phase
-from onnxamc.quality import Quality, default_quality
-from onnxamc.runtime import make_session
+from onnxamc.quality import Quality, Score, resolve_quality
 from onnxamc.runtime.energy import energy_of
 from onnxamc.runtime.latency import RatioInterval
 from onnxamc.runtime.measure import Prepared, TargetMeter, Timing
 from onnxamc.runtime.target import Target, load_target
+from onnxamc.scoring import Progress, QualityScorer, output_specs
 
-EVAL_BATCH = 256
 ENERGY_SECONDS = 0.5
 MAX_SPREAD = 0.05  # a ratio's interval wider than ±5% is measured again, then flagged
 UNCERTAIN, BUSY = "uncertain", "busy"
@@ -50,22 +50,22 @@ UNCERTAIN, BUSY = "uncertain", "busy"
 @dataclass
 class Candidate:
     """One model being evaluated: its metrics so far, its prepared runner and session,
-    and the outputs computed so far (quality grows over slices of the data)."""
+    and how far its quality has been scored (it grows over slices of the data)."""
 
     model: onnx.ModelProto
     metrics: Metrics
     prepared: Prepared | None = None
-    outputs: list[list[np.ndarray]] = field(default_factory=list)  # per batch
-    scored: int = 0  # samples whose outputs are in `outputs`
     session: object | None = None
+    progress: Progress | None = None  # its quality scoring so far
 
 
 class Evaluator:
     """Scores models against `reference`; `data` None measures latency and size only
-    (on random inputs of the model's shapes)."""
+    (on random inputs of the model's shapes). `quality` is a Quality, a metric name or
+    spec, or a function (onnxamc.quality.choose); None chooses the default."""
 
-    def __init__(self, reference: ModelContext | onnx.ModelProto, data: Dataset | None,
-                 target: Target | str | None = None, *, quality: Quality | None = None,
+    def __init__(self, reference: ModelContext | onnx.ModelProto, data: Data | None,
+                 target: Target | str | None = None, *, quality: Quality | Any = None,
                  runs: int = 50, warmup: int = 10, measure_energy: bool = True,
                  max_spread: float = MAX_SPREAD, remeasure: int = 2,
                  allow_emulated: bool = True):
@@ -73,25 +73,24 @@ class Evaluator:
             else ModelContext(reference)
         self.data = data
         self.target = load_target(target)
-        self.quality = quality or default_quality(None if data is None else data.labels)
+        labels = data.peek()[1] if data is not None else None
+        self.quality = resolve_quality(quality if data is not None else None,
+                                       output_specs(self.reference.model), labels)
         self.runs, self.warmup, self.measure_energy = runs, warmup, measure_energy
         self.max_spread, self.remeasure = max_spread, remeasure
         self.deadline: float | None = None  # time.monotonic(): no re-measuring after it
         # a search refuses latency measured under emulation (allow_emulated=False)
         self.meter = TargetMeter(self.target, allow_emulated)
         self.feed = (data if data is not None else random_data(self.reference.inputs, 1)).one()
+        self.scorer = None if data is None else \
+            QualityScorer(self.reference.model, data, self.quality, self.target.threads)
 
     # --- what is computed once --------------------------------------------------------
-    @cached_property
-    def truth(self):
-        """What candidates are scored against: labels, or the reference's outputs."""
-        return self.quality.truth(self._reference_outputs, self.data.labels)
-
     @cached_property
     def reference_metrics(self) -> Metrics:
         metrics = self.static_metrics(self.reference.model)
         if self.data is not None:
-            metrics.quality = self.quality.score(self._reference_outputs, self.truth)
+            self._set_quality(metrics, self.scorer.score(self.reference.model, is_reference=True))
         return metrics
 
     @cached_property
@@ -123,30 +122,35 @@ class Evaluator:
                 candidate.session = candidate.prepared.session
         return candidate
 
+    @property
+    def partial_quality(self) -> bool:
+        """Whether quality on the leading samples can be scored (see quality_upto)."""
+        return self.scorer is not None and self.scorer.partial
+
     def quality_upto(self, candidate: Candidate, samples: int | None) -> Metrics:
-        """Quality on the first `samples` of the data (all with None), computing only
-        the outputs not computed yet; returns the candidate's metrics, related to the
-        reference's quality on the same samples."""
+        """Quality on (at least) the first `samples` of the data, whole batches (all with
+        None), reading only the batches not read yet; returns the candidate's metrics,
+        related to the reference's quality on the same batches."""
         if self.data is None:
             return candidate.metrics
-        total = len(self.data)
-        upto = total if samples is None else min(samples, total)
+        if samples is not None and not self.partial_quality:
+            return candidate.metrics  # a user's metric scores everything, once
+        reference = self.reference_metrics
         with phase("quality"):
-            if candidate.session is None:
-                candidate.session = make_session(candidate.model, self.target.threads)
-            for start in range(candidate.scored, upto, EVAL_BATCH):
-                feed = {k: v[start:min(start + EVAL_BATCH, upto)]
-                        for k, v in self.data.inputs.items()}
-                candidate.outputs.append(candidate.session.run(None, feed))
-            candidate.scored = max(candidate.scored, upto)
-            outputs = [np.concatenate([b[k] for b in candidate.outputs])[:upto]
-                       for k in range(len(candidate.outputs[0]))]
+            if candidate.progress is None:
+                candidate.progress = self.scorer.start(
+                    candidate.model, session=candidate.session)
+            progress = candidate.progress
+            score = self.scorer.score(candidate.model, session=progress.session) \
+                if self.quality.runs_session else self.scorer.advance(progress, samples)
             metrics = candidate.metrics
-            metrics.quality = self.quality.score(outputs, _head(self.truth, upto))
-            reference = self.reference_metrics.quality if upto == total else \
-                self.quality.score(self._reference_head(upto), _head(self.truth, upto))
-            metrics.quality_drop = metrics.drop_from(reference)
-            metrics.extra["quality_samples"] = upto
+            self._set_quality(metrics, score)
+            whole = samples is None or progress.done or \
+                score.samples >= (self.data.size or 0) > 0
+            base = reference.quality if whole else self.scorer.reference_at(progress.read)
+            metrics.quality_drop = metrics.drop_from(base)
+            metrics.extra["quality_samples"] = score.samples
+        return metrics
         return metrics
 
     # --- several side by side ---------------------------------------------------------
@@ -190,6 +194,7 @@ class Evaluator:
         context = self.reference if model is self.reference.model else ModelContext(model)
         storage = weight_storage(model)
         return Metrics(metric=self.quality.name, higher_is_better=self.quality.higher_is_better,
+                       metric_label=self.quality.headline(),
                        size_bytes=model.ByteSize(),
                        size_zipped_bytes=len(zlib.compress(model.SerializeToString(), 6)),
                        macs=context.info.macs, params=context.info.params,
@@ -197,17 +202,10 @@ class Evaluator:
                        layer_bits={s.name: round(s.bits_per_weight, 3) for s in storage},
                        target=self.target.name)
 
-    @cached_property
-    def _reference_session(self):
-        return self._reference_prepared.session or make_session(self.reference.model,
-                                                               self.target.threads)
-
-    @cached_property
-    def _reference_outputs(self) -> list[np.ndarray]:
-        return _run_all(self._reference_session, self.data, len(self.data))
-
-    def _reference_head(self, samples: int) -> list[np.ndarray]:
-        return [o[:samples] for o in self._reference_outputs]
+    def _set_quality(self, metrics: Metrics, score: Score) -> None:
+        metrics.quality, metrics.per_output = score.value, score.per_output
+        metrics.error = self.quality.error(score.value)
+        metrics.data = self.data.name
 
     def _too_wide(self, timing: Timing) -> bool:
         return any(i.spread > self.max_spread for i in timing.intervals()[1:])
@@ -262,20 +260,7 @@ class Evaluator:
                          seconds=ENERGY_SECONDS).to_dict()
 
 
-def _run_all(session, data: Dataset, upto: int) -> list[np.ndarray]:
-    batches = [session.run(None, {k: v[s:s + EVAL_BATCH] for k, v in data.inputs.items()})
-               for s in range(0, upto, EVAL_BATCH)]
-    return [np.concatenate([b[k] for b in batches]) for k in range(len(batches[0]))]
-
-
-def _head(truth, samples: int):
-    """The first `samples` of what candidates are scored against."""
-    if isinstance(truth, (list, tuple)):
-        return type(truth)(_head(t, samples) for t in truth)
-    return truth[:samples] if hasattr(truth, "__getitem__") else truth
-
-
-def compare(models: Sequence[onnx.ModelProto], data: Dataset | None,
+def compare(models: Sequence[onnx.ModelProto], data: Data | None,
             target: Target | str | None = None, runs: int = 100,
             warmup: int = 10) -> list[Metrics]:
     """Metrics of several models side by side, ratios to the first (a convenience over

@@ -68,21 +68,9 @@ def load_factory(entry: str, weights: str | Path | None = None):
 
     The current directory is importable, as it is for `python -m`.
     """
-    import importlib
-    import sys
+    from onnxamc.entry_points import import_entry
 
-    module_name, sep, attr = entry.partition(":")
-    if not sep or not module_name or not attr:
-        raise ModelError(f"torch entry point {entry!r} is not of the form package.module:factory")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise ModelError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
-    factory = getattr(module, attr, None)
-    if factory is None:
-        raise ModelError(f"module {module_name!r} has no attribute {attr!r}")
+    factory = import_entry(entry, "torch entry point", ModelError)
     try:
         model = factory() if callable(factory) else factory
     except Exception as exc:

@@ -22,6 +22,10 @@ class Metrics:
     quality: float | None = None  # the quality metric's value (None: no data)
     metric: str = "top1"  # its name (onnxamc.quality)
     higher_is_better: bool = True
+    metric_label: str = ""  # what it reads, against what: `fidelity: cosine on 'emb' (...)`
+    per_output: dict[str, dict] = field(default_factory=dict)  # {output: {metric, quality}}
+    error: float | None = None  # AMC's error term (1 - accuracy or the metric's equivalent)
+    data: str | None = None  # what the quality was measured on
     size_bytes: int = 0  # serialized model: the honest on-disk size
     size_zipped_bytes: int | None = None  # zlib level 6: what zeros (sparsity) save
     macs: int = 0  # per sample, of the compressible layers
@@ -132,12 +136,27 @@ class Metrics:
 
 
 PERCENT_METRICS = ("top1", "top5", "agreement", "iou")
+UNITS = {"snr": "dB"}
 
 
 def format_quality(metric: str, value: float | None) -> str:
+    """`92.90%`, `0.9981`, `34.50 dB`: a value in the metric's units."""
+    return _formatted(metric, value, "", "%")
+
+
+def format_drop(metric: str, drop: float | None) -> str:
+    """A drop in the metric's units: `+1.20 points`, `+0.0031`, `+2.50 dB`."""
+    return _formatted(metric, drop, "+", " points")
+
+
+def _formatted(metric: str, value: float | None, sign: str, percent: str) -> str:
     if value is None:
         return "-"
-    return f"{100 * value:.2f}%" if metric in PERCENT_METRICS else f"{value:.4g}"
+    if metric in PERCENT_METRICS:
+        return f"{100 * value:{sign}.2f}{percent}"
+    if metric in UNITS:
+        return f"{value:{sign}.2f} {UNITS[metric]}"
+    return f"{value:{sign}.4g}"
 
 
 def _ratio(value: float, reference: float) -> float | None:

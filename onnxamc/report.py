@@ -268,6 +268,10 @@ def _markdown(title, study, trials, policy, layers, before_after, plots, notes) 
         objective = study.user_attrs.get("objective", "")
         lines += [f"Study `{study.study_name}`: {len(trials)} completed trials. Objective: "
                   f"{objective}.", ""]
+    quality = (study.user_attrs.get("metric") if study is not None else None) or next(
+        (m.metric_label for m in (before_after or {}).values() if m.metric_label), None)
+    if quality:
+        lines += [f"Quality: {quality}.", ""]
     for note in notes:
         lines += [note, ""]
     if before_after:

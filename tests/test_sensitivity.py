@@ -36,7 +36,7 @@ def test_table_round_trips_as_json_prints_and_gives_a_warm_start(table, tiny_cnn
     loaded = SensitivityTable.load(table.save(tmp_path / "s.json"))
     assert loaded.to_dict() == json.loads(json.dumps(table.to_dict()))
     text = table.format()
-    assert "conv2" in text and "int4" in text and "accuracy drop" in text
+    assert "conv2" in text and "int4" in text and "top1 drop in points" in text
     start = loaded.warm_start(max_drop_per_layer=1.0)  # every action fits: fewest bits
     assert start.action("conv2").share_bits == 3
     info = api.analyze(tiny_cnn)

@@ -73,7 +73,9 @@ def bench_small(name: str, path: str | None, runs: int, multiple: int, folder: P
     feeds = lambda: calibration.batches(64)
     reference_session = make_session(model)
     reference = run_batches(reference_session, evaluation.batches(256))
-    top1 = Top1().score
+    def top1(outputs, labels):
+        return Top1().score_all(outputs, labels=labels)
+
     labels = evaluation.labels if kind == "trained" else reference.argmax(1)
     analysis = channel_groups(model)
     layers = [layer for g in analysis.groups if g.prunable for layer in g.layers]

@@ -8,6 +8,12 @@ tokens, L2 normalisation, and a basic uncased WordPiece tokenizer.
 
 The ONNX export takes one input, `input_ids` (int64, [batch, SEQ_LEN], 0 = padding);
 the attention mask is derived inside the graph.
+
+    python tools/minilm.py minilm.onnx          # export it
+    onnxamc search minilm.onnx --data tools.minilm:feeds --actions quant   # from the repo root
+
+`feeds` is a data function for onnxamc (`--data tools.minilm:feeds`): the offline
+sentences, tokenized, as feed dicts of 32, the same on every call.
 """
 
 from __future__ import annotations
@@ -200,3 +206,19 @@ def sentences() -> list[str]:
     text = re.sub(r"[#*`|>\[\]()_=-]+", " ", text)
     parts = [" ".join(s.split()) for s in re.split(r"(?<=[.!?])\s+|\n\s*\n", text)]
     return [p for p in parts if 5 <= len(p.split()) <= 60]
+
+
+def feeds(batch: int = 32, limit: int = 512):
+    """The first `limit` sentences as feed dicts {"input_ids": [batch, SEQ_LEN]}."""
+    tokenizer = WordPiece(model_dir() / "vocab.txt")
+    texts = sentences()[:limit]
+    for start in range(0, len(texts), batch):
+        yield {"input_ids": tokenizer.encode(texts[start:start + batch])}
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python tools/minilm.py OUTPUT.onnx")
+    print(f"wrote {export_minilm(Path(sys.argv[1]))}")

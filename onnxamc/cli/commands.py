@@ -45,7 +45,7 @@ def apply(args) -> int:
     options = dict(calibration=args.calibration, calibration_samples=args.calibration_samples,
                    calibration_method=args.calibration_method,
                    reconstruct=not args.no_reconstruct, channel_multiple=args.channel_multiple,
-                   importance=args.importance)
+                   importance=args.importance, preprocess=args.preprocess)
     if args.uniform and args.latency_guard and any(a.bits == 8 for a in policy.layers.values()):
         print(api.apply_guarded(args.model, policy, args.output, **options)[1])
     else:
@@ -62,7 +62,7 @@ def bench(args) -> int:
     results = api.bench(args.models, None if args.no_data else args.data,
                         fgsm_epsilon=args.fgsm, layer_table=args.layer_table,
                         eval_samples=args.eval_samples, threads=args.threads, runs=args.runs,
-                        target=args.target)
+                        target=args.target, metric=args.metric, preprocess=args.preprocess)
     if args.json:
         print(json.dumps([{"model": m, **r.to_dict()} for m, r in zip(args.models, results)],
                          indent=2))
@@ -158,7 +158,8 @@ def sensitivity(args) -> int:
                             eval_samples=args.eval_samples, calibration=args.calibration,
                             calibration_samples=args.calibration_samples,
                             calibration_method=args.calibration_method, threads=args.threads,
-                            progress=args.progress)
+                            progress=args.progress, metric=args.metric,
+                            preprocess=args.preprocess)
     if args.output:
         table.save(args.output)
     print(json.dumps(table.to_dict(), indent=2) if args.json else table.format())
@@ -212,7 +213,9 @@ def _search_options(args) -> dict:
                 warm_start=args.warm_start, warm_start_from=args.warm_start_from,
                 target=args.target, pick=args.pick, progress=not args.no_progress,
                 verify_runs=args.verify_runs, allow_emulated=args.allow_emulated,
-                workers=args.workers, pruner=args.pruner, profile=args.profile)
+                workers=args.workers, pruner=args.pruner, profile=args.profile,
+                metric=args.metric, preprocess=args.preprocess, min_quality=args.min_quality,
+                validation_split=args.validation_split, select_data=args.select_data)
 
 
 def _interrupted() -> int:

@@ -13,8 +13,24 @@ from onnxamc.search import AGENTS, OBJECTIVES
 
 MODEL_HELP = "ONNX model file (default: the bundled ResNet-20 trained on Fashion-MNIST)"
 DATA_HELP = ("evaluation data: an .npz file (arrays named after the model inputs, optional "
-             "'labels') or a built-in name: fashion-mnist[:eval|calib|test|train], digits, "
-             "random[:N] (default: %(default)s)")
+             "'labels'), a folder of images (labelled by subfolder; see --preprocess), "
+             "package.module:function (returns an iterable of feed dicts {input: array, "
+             "optional 'labels'}, read batch by batch: larger than memory works; it must give "
+             "the same data each call) or a built-in name: "
+             "fashion-mnist[:eval|calib|test|train], digits, random[:N] (default: %(default)s)")
+METRIC_HELP = ("quality metric: top1, top5 (labels), agreement (arg-max against the original), "
+               "cosine, snr (dB), mse (lower is better), iou (masks; iou:T thresholds a "
+               "one-channel map), OUTPUT=NAME,... (a metric per output; the worst counts), or "
+               "package.module:function (your own: called with outputs={name: array} and "
+               "labels for the whole set, or with session= an onnxruntime session; one number, "
+               "higher is better unless marked @onnxamc.quality.metric(higher_is_better=False)). "
+               "Default: top1 with class labels; else fidelity to the original chosen from "
+               "each output's shape (agreement for class scores, cosine for embeddings, snr "
+               "for dense maps)")
+PREPROCESS_HELP = ("image folders: FIELD=VALUE,... of resize=256|224x224, crop=224, "
+                   "mean=0.485/0.456/0.406, std=0.229/0.224/0.225, scale=255, "
+                   "layout=nchw|nhwc, dtype=float32, color=rgb|l|bgr (default: resized to "
+                   "the model input, scaled to [0, 1])")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +78,7 @@ def _apply(sub) -> None:
                      "e.g. sparsity=0.5,bits=8 or keep=0.5 or rank=0.5")
     p.add_argument("-o", "--output", required=True, help="where to write the compressed model")
     _calibration_args(p)
+    p.add_argument("--preprocess", metavar="SPEC", help=PREPROCESS_HELP)
     p.add_argument("--save-policy", help="also write the policy that was applied (JSON)")
     p.add_argument("--no-reconstruct", action="store_true",
                    help="do not refit pruned layers on the calibration data")
@@ -85,6 +102,7 @@ def _bench(sub) -> None:
     p.add_argument("--data", default=RunConfig.data, help=DATA_HELP)
     p.add_argument("--no-data", action="store_true", help="latency and size only (random input)")
     p.add_argument("--eval-samples", type=int, help="evaluate on the first N samples only")
+    _metric_args(p)
     p.add_argument("--fgsm", type=float, metavar="EPS",
                    help="also report quality under an FGSM attack of this size, crafted on "
                         "the first model (transfer attack; needs torch)")
@@ -204,6 +222,7 @@ def _sensitivity(sub) -> None:
                         "block_size=64 (repeatable)")
     p.add_argument("--layers", help="comma-separated layer names (default: all)")
     p.add_argument("--eval-samples", type=int, help="evaluate on the first N samples only")
+    _metric_args(p)
     p.add_argument("-o", "--output", help="write the table as JSON to this file")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.add_argument("--progress", action="store_true", help="print each measurement")
@@ -248,9 +267,18 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=RunConfig.data, help=DATA_HELP)
     goal = p.add_mutually_exclusive_group()
     goal.add_argument("--latency", type=float, metavar="RATIO",
-                      help="latency budget as a ratio of the original (e.g. 0.6)")
+                      help="latency budget as a ratio of the original's, whatever the metric "
+                           "(e.g. 0.6): the best quality within it")
     goal.add_argument("--max-drop", type=float, metavar="DROP",
-                      help="largest quality drop allowed (default 0.01 = 1 point)")
+                      help="largest quality drop from the original, in the metric's units: "
+                           "0.01 = 1 point of top1/top5/agreement/iou, 0.01 of cosine, 1 = "
+                           "1 dB of snr against labels, a rise of 0.01 in mse (default 0.01; "
+                           "snr against the original: at least 30 dB, see --min-quality; mse "
+                           "and your own metric have no default)")
+    goal.add_argument("--min-quality", type=float, metavar="Q",
+                      help="the worst quality allowed, in the metric's units (0.99 cosine, "
+                           "30 dB snr; for mse the largest): for fidelity metrics, where the "
+                           "original scores perfectly against itself (snr 100 dB)")
     p.add_argument("--trials", type=int, default=d.trials,
                    help="total trials of the study (default %(default)s)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this long")
@@ -262,9 +290,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", help=f"{', '.join(OBJECTIVES)} (default: constrained, by "
                    "--latency or --max-drop; weighted takes :LAMBDA)")
     p.add_argument("--pick", metavar="RULE", help="with --objective pareto: which policy of "
-                   "the front to write: drop<=D (fastest losing at most D; default: "
-                   "--max-drop or 0.01), latency<=R or size<=R (most accurate within the "
-                   "ratio), knee")
+                   "the front to write: drop<=D (fastest losing at most D, in the metric's "
+                   "units; default: --max-drop or --min-quality, or 0.01), latency<=R or "
+                   "size<=R (best quality within the ratio), knee")
     p.add_argument("--sensitivity", metavar="JSON", help="per-layer sensitivity table "
                    "(onnxamc sensitivity -o): its policies are tried first")
     p.add_argument("--predictor", action="store_true",
@@ -288,6 +316,14 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                         "quality, latency), in wall and CPU seconds")
     p.add_argument("-o", "--output", help="compressed model path (default: MODEL-compressed.onnx)")
     p.add_argument("--eval-samples", type=int, help="evaluate on the first N samples only")
+    _metric_args(p)
+    held = p.add_mutually_exclusive_group()
+    held.add_argument("--validation-split", type=float, metavar="SHARE",
+                      help="hold this share of --data out (spread along it, e.g. 0.5): the "
+                           "policy is chosen on the rest and reported on it too")
+    held.add_argument("--select-data", metavar="DATA",
+                      help="choose the policy on this data (same forms as --data); --data is "
+                           "then held out and the result reported on both")
     p.add_argument("--seed", type=int, default=RunConfig.seed,
                    help="sampler seed (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -301,9 +337,15 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     _runtime_args(p, runs=RunConfig.runs)
 
 
+def _metric_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metric", metavar="NAME|SPEC", help=METRIC_HELP)
+    p.add_argument("--preprocess", metavar="SPEC", help=PREPROCESS_HELP)
+
+
 def _calibration_args(p: argparse.ArgumentParser, with_method: bool = True) -> None:
     p.add_argument("--calibration",
-                   help=f"calibration data for quantization and reconstruction (default: "
+                   help=f"calibration data for quantization and reconstruction, in the forms "
+                        f"--data takes; only --calibration-samples of it are read (default: "
                         f"{DEFAULT_CALIBRATION} for the bundled data, else the --data set)")
     p.add_argument("--calibration-samples", type=int, default=RunConfig.calibration_samples,
                    help="samples used to calibrate (default: %(default)s)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from onnxamc.metrics import Metrics, format_quality
+from onnxamc.metrics import Metrics, format_drop, format_quality
 
 
 def aligned(rows: list[list[str]], right: set[int] = frozenset(), rule: bool = True) -> str:
@@ -75,13 +75,25 @@ def bench(names: Sequence[str], results: Sequence[Metrics], threads: int | None)
             row.insert(2, f"{100 * r.extra['robust_quality']:.2f}%")
     timed = next((r for r in results if r.latency), None)
     runs = timed.latency.runs if timed else 0
-    quality = f"{base.metric}" if base.quality is not None else "none (no data)"
+    quality = (base.metric_label or base.metric) if base.quality is not None else \
+        "quality: none (no data)"
     emulated = next((r.emulated for r in results if r.emulated), None)
-    return (aligned(rows, set(range(1, len(rows[0])))) + "\n\n"
-            + f"quality: {quality}; latency on target {base.target or 'cpu-ort'}: batch 1, "
+    return (aligned(rows, set(range(1, len(rows[0])))) + "\n\n" + per_output(names, results)
+            + f"{quality}; latency on target {base.target or 'cpu-ort'}: batch 1, "
               f"{threads or 'the target'}'s thread(s), {runs} interleaved runs; ratios to "
               f"{Path(names[0]).name}; energy (m)easured or (e)stimated"
             + ("\n" + EMULATED_NOTE.format(emulated) if emulated else ""))
+
+
+def per_output(names: Sequence[str], results: Sequence[Metrics]) -> str:
+    """One line per model with each output's own metric, when there are several."""
+    lines = []
+    for name, r in zip(names, results):
+        if len(r.per_output) > 1:
+            lines.append(f"{Path(name).name}: " + ", ".join(
+                f"{out} {p['metric']} {format_quality(p['metric'], p['quality'])}"
+                for out, p in r.per_output.items()))
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def before_after(rows: dict[str, Metrics]) -> str:
@@ -96,11 +108,23 @@ def search_summary(outcome) -> list[str]:
     lines = [f"study {outcome.study_name!r} in {outcome.storage}: {len(r.study.trials)} trials "
              f"({r.new_trials} new{stopped}, {r.trials_per_minute:.1f} trials/min)"]
     o, c = outcome.original, outcome.compressed
+    if outcome.quality:
+        lines.append(outcome.quality + (f"; bound: {outcome.bound}" if outcome.bound else ""))
+    chosen_on = f" on {o.data}" if outcome.held_out and o.data else ""
     times = f" ({c.latency.median_ms:.3f} ms vs {o.latency.median_ms:.3f} ms, re-measured " \
             "interleaved)" if c.latency is not None and o.latency is not None else ""
     lines.append(f"best trial #{r.best.number}: {c.describe_quality()} (original "
-                 f"{format_quality(o.metric, o.quality)}), {c.describe_latency()}{times}, "
-                 f"size x{c.size_ratio:.3f}")
+                 f"{format_quality(o.metric, o.quality)}{chosen_on}), "
+                 f"{c.describe_latency()}{times}, size x{c.size_ratio:.3f}")
+    if len(c.per_output) > 1:
+        lines.append("  per output: " + ", ".join(
+            f"{out} {p['metric']} {format_quality(p['metric'], p['quality'])}"
+            for out, p in c.per_output.items()))
+    if outcome.held_out:
+        ho, hc = outcome.held_out
+        lines.append(f"held out ({ho.data}, chose nothing): {hc.describe_quality()} (original "
+                     f"{format_quality(ho.metric, ho.quality)}, drop "
+                     f"{format_drop(hc.metric, hc.quality_drop)})")
     if c.busy and c.busy.get("other_cores", 0) >= 0.5:
         lines.append(f"machine busy while measuring: other processes used "
                      f"{c.busy['other_cores']:.1f} of {c.busy['cpus']} cores")

@@ -34,6 +34,12 @@ def _unsupported(metrics: Metrics) -> bool:
     return not metrics.supported
 
 
+def _error(metrics: Metrics) -> float:
+    """AMC's error: the metric's own error term (top1: 1 - accuracy, snr: the noise-to-
+    signal ratio...), or 1 - quality for metrics stored before it had one."""
+    return metrics.error if metrics.error is not None else 1.0 - metrics.quality
+
+
 def goodness(metrics: Metrics) -> float:
     """The quality as a number where higher is better, whatever the metric's direction."""
     return metrics.quality if metrics.higher_is_better else -metrics.quality
@@ -109,11 +115,11 @@ class AmcReward(SingleObjective):
     def value(self, metrics: Metrics) -> float:
         if self.resource == "latency":
             if _unsupported(metrics):
-                return -(1.0 - metrics.quality) * math.log(1e12)  # worse than any measured
+                return -_error(metrics) * math.log(1e12)  # worse than any measured
             amount = 1000.0 * metrics.latency.median_ms  # microseconds, > 1
         else:
             amount = metrics.effective_macs
-        return -(1.0 - metrics.quality) * math.log(max(amount, 1.0 + 1e-9))
+        return -_error(metrics) * math.log(max(amount, 1.0 + 1e-9))
 
     def resource_ratio(self, metrics: Metrics) -> float:
         return metrics.latency_ratio if self.resource == "latency" else \
@@ -255,6 +261,6 @@ def make_objective(latency: float | None = None, max_drop: float | None = None) 
             raise ValueError(f"latency budget must be a ratio of the original in (0, 10], got {latency}")
         return LatencyBudget(latency)
     bound = 0.01 if max_drop is None else max_drop
-    if not 0 <= bound < 1:
-        raise ValueError(f"max accuracy drop must be in [0, 1), got {bound}")
+    if not (bound >= 0 and math.isfinite(bound)):  # the metric checks its own range
+        raise ValueError(f"max quality drop must be a number >= 0, got {bound}")
     return AccuracyBound(bound)

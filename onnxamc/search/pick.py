@@ -3,7 +3,8 @@
 A multi-objective search ends with many good policies; deployment needs one. The rules
 read the metrics each trial measured:
 
-    drop<=D      the fastest policy losing at most D accuracy (0.01 = 1 point; the default)
+    drop<=D      the fastest policy losing at most D of the quality metric, in its units
+                 (0.01 = 1 point of top1, 1 = 1 dB of snr; the default: 0.01)
     latency<=R   the most accurate policy at latency ratio <= R
     size<=R      the most accurate policy at size ratio <= R
     knee         the point of the accuracy/latency front farthest from the line joining
@@ -73,7 +74,7 @@ def parse_pick(spec: str | None, default_drop: float | None = None) -> PickRule:
         bound = float(raw)
     except ValueError:
         raise ValueError(f"pick rule {spec!r} needs a number after '<='") from None
-    if not math.isfinite(bound) or bound < 0 or (kind == "drop" and bound >= 1):
+    if not math.isfinite(bound) or bound < 0:  # a drop's range is the metric's to check
         raise ValueError(f"pick rule {spec!r}: bound out of range")
     return PickRule(kind, bound)
 

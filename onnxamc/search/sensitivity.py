@@ -100,7 +100,11 @@ class SensitivityTable:
 
     # --- print --------------------------------------------------------------------
     def format(self) -> str:
-        """Layers down, actions across: accuracy drop in points (bits per weight)."""
+        """Layers down, actions across: the quality drop in the metric's units (bits per
+        weight)."""
+        from onnxamc.metrics import PERCENT_METRICS, format_drop, format_quality
+
+        scale = "points" if self.accuracy_kind in PERCENT_METRICS else "its units"
         labels = list(self.actions)
         head = ["layer", *labels]
         rows = []
@@ -108,13 +112,15 @@ class SensitivityTable:
             cells = [layer]
             for label in labels:
                 drop, bits = drops.get(label), self.bits.get(layer, {}).get(label)
-                cells.append("-" if drop is None else f"{100 * drop:+.2f} ({bits:.1f}b)")
+                shown = format_drop(self.accuracy_kind, drop).replace(" points", "")
+                cells.append("-" if drop is None else f"{shown} ({bits:.1f}b)")
             rows.append(cells)
         widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                            for i, (c, w) in enumerate(zip(r, widths))) for r in [head] + rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        lines.append(f"\naccuracy drop in points vs {self.accuracy_kind} "
-                     f"{100 * self.reference_accuracy:.2f}% when only that layer takes the action "
-                     "(effective bits per weight in brackets); - = does not apply")
+        lines.append(f"\n{self.accuracy_kind} drop in {scale} from the original's "
+                     f"{format_quality(self.accuracy_kind, self.reference_accuracy)} when only "
+                     "that layer takes the action (effective bits per weight in brackets); "
+                     "- = does not apply")
         return "\n".join(lines)

@@ -35,13 +35,15 @@ def bench(runs: Sequence[Run], with_data: bool = True, fgsm_epsilon: float | Non
 
 def _add_robustness(runs, results, evaluator, epsilon: float) -> None:
     from onnxamc.evaluate import Evaluator
-    from onnxamc.quality import Top1
     from onnxamc.recover.robustness import fgsm_dataset
+    from onnxamc.runtime import make_session, run_batches
 
-    attacked = fgsm_dataset(runs[0].model, runs[0].data, epsilon)
+    clean = runs[0].data.in_memory()  # the attack needs the inputs at hand
+    attacked = fgsm_dataset(runs[0].model, clean, epsilon)
     if attacked.labels is None:  # fidelity: agreement with the first model on clean inputs
-        attacked.labels = evaluator.truth
-    robust = Evaluator(runs[0].context, attacked, evaluator.target, quality=Top1())
+        scores = run_batches(make_session(runs[0].model), clean.batches(256))[0]
+        attacked.labels = scores.reshape(len(scores), -1).argmax(axis=1)
+    robust = Evaluator(runs[0].context, attacked, evaluator.target, quality="top1")
     for run, metrics in zip(runs, results):
         metrics.extra["robust_quality"] = robust.score(run.model).quality
         metrics.extra["fgsm_epsilon"] = epsilon
@@ -79,7 +81,7 @@ def sensitivity(run: Run, actions: dict[str, dict[str, Any]],
     evaluator = run.evaluator()
     reference = evaluator.reference_metrics
     table = SensitivityTable(context.fingerprint, reference.quality, reference.metric,
-                             dict(actions), meta={"eval_samples": len(run.data),
+                             dict(actions), meta={"eval_samples": len(run.select_data),
                                                   "calibration_method":
                                                       run.config.calibration_method})
     for layer in layers or context.info.layer_names:

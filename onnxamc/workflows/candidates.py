@@ -108,12 +108,14 @@ class TrialEvaluator:
     def _quality(self, candidate: Candidate, checkpoint: Checkpoint) -> Metrics:
         reference = self.evaluator.reference_metrics
         if self.evaluator.data is not None:
-            total = len(self.evaluator.data)
-            sizes = slices(total)
+            total = self.evaluator.data.size  # None: a stream of unknown length
+            sizes = slices(total) if total and self.evaluator.partial_quality else [total]
             for i, samples in enumerate(sizes):
-                self.evaluator.quality_upto(candidate, samples)
-                checkpoint.quality(candidate.metrics, REDUCTION ** i, samples,
-                                   final=samples == total)
+                final = i == len(sizes) - 1
+                self.evaluator.quality_upto(candidate, None if final else samples)
+                checkpoint.quality(candidate.metrics, REDUCTION ** i,
+                                   candidate.metrics.extra.get("quality_samples", samples or 0),
+                                   final=final)
         ratio = candidate.metrics.latency_ratio
         candidate.metrics.relate_to(reference)
         if ratio is not None:  # exact (the original) or measured: as the timing gave it

@@ -59,7 +59,7 @@ def compress(run: Run, search_config: SearchConfig, recovery: RecoveryConfig, ou
     check_writable(output)
     if recovery.train_data is not None:
         run.load(recovery.train_data, limit=1)  # a missing data source fails now, not later
-    verify = run.load(verify_data) if verify_data is not None else None
+    verify = run.load(verify_data) if verify_data is not None else run.held_out
     if policy is not None:
         result = _apply_given(run, policy, output)
     else:
@@ -69,7 +69,7 @@ def compress(run: Run, search_config: SearchConfig, recovery: RecoveryConfig, ou
             return result
         result.before_after = {"original": found.original, "compressed": found.compressed}
         result.models = {"original": run.model, "compressed": found.model}
-    result.data_name = run.data.name
+    result.data_name = run.select_data.name
     if recovery.train_data is not None:
         _recover(run, result, recovery, search_config, output)
     chosen_on = dict(result.before_after)  # measured on `data`, like the trials

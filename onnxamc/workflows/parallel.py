@@ -116,13 +116,13 @@ def worker_main(model, name, run_config, config, output, deadline) -> None:
     reserve_measurement_core()
     run = Run(model, run_config)
     run.context.name = name
-    plan = plan_search(run, config, Path(output))
+    measuring = run.evaluator(measure_energy=False, allow_emulated=config.allow_emulated)
+    plan = plan_search(run, config, Path(output), measuring)  # as the first worker's
     study = _open(run, config, plan)
     seconds = None if deadline is None else deadline - time.time()
     if seconds is not None and seconds <= 0:
         return
-    evaluator = TrialEvaluator(run, run.evaluator(measure_energy=False,
-                                                 allow_emulated=config.allow_emulated))
+    evaluator = TrialEvaluator(run, measuring)
     try:
         run_search(study, plan.space, plan.goal, evaluator, config.trials, seconds,
                    progress=False, seeds=[], shaping=config.shaping,

@@ -46,7 +46,7 @@ def recover(run: Run, policy: Policy, compressed: onnx.ModelProto, config: Recov
     from onnxamc.recover import TrainConfig, train
 
     float_model = run.apply(policy.only(*FLOAT_ACTIONS))
-    train_set, val = _split(run.load(config.train_data))
+    train_set, val = _split(run.load(config.train_data, role="training data", in_memory=True))
     settings = TrainConfig(epochs=config.epochs, time_budget=config.train_seconds,
                            lr=TrainConfig.lr if config.lr == "auto" else config.lr,
                            distill_weight=config.distill,

@@ -2,8 +2,12 @@
 target, the evaluator, and applying a policy.
 
 A `Run` is one model with one RunConfig. It loads each thing on first use and keeps it,
-so a search that builds hundreds of candidates reads its model, data and calibration
-once.
+so a search that builds hundreds of candidates reads its model and calibration once
+(streamed evaluation data is read again on each pass, never held).
+
+Held-out scoring: with `validation_split` (a share of the data) or `select_data` (other
+data), every choice is made on `select_data` and `held_out` is the data that chose
+nothing, on which results are reported.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import onnx
 
 from onnxamc.actions import apply_policy
 from onnxamc.config import DEFAULT_CALIBRATION, RunConfig
-from onnxamc.data import Dataset, load_data
+from onnxamc.data import Data, Dataset, load_data
 from onnxamc.errors import DataError
 from onnxamc.evaluate import Evaluator
 from onnxamc.graph import load_model
@@ -56,25 +60,49 @@ class Run:
     def target(self) -> Target:
         return load_target(self.config.target, self.config.threads)
 
-    def load(self, data: Any, limit: int | None = None) -> Dataset:
-        """Data checked against the model's inputs (a one-line DataError if it does not fit)."""
-        return load_data(data, self.context.inputs, limit=limit)
+    def load(self, data: Any, limit: int | None = None, role: str = "data",
+             in_memory: bool = False) -> Data:
+        """Data checked against the model's inputs (a one-line DataError if it does not
+        fit); streamed data is checked on its first batch now, the rest as it is read
+        (`in_memory`: read `limit` samples into memory now)."""
+        return load_data(data, self.context.inputs, limit=limit, role=role,
+                         preprocess=self.config.preprocess, in_memory=in_memory)
 
     @cached_property
-    def data(self) -> Dataset:
+    def data(self) -> Data:
         """The evaluation data (`eval_samples` of it)."""
         return self.load(self.config.data, self.config.eval_samples)
 
     @cached_property
+    def _parts(self) -> tuple[Data, Data | None]:
+        if self.config.select_data is not None:
+            return self.load(self.config.select_data, self.config.eval_samples,
+                             "selection data"), self.data
+        if self.config.validation_split is not None:
+            return self.data.split(self.config.validation_split)
+        return self.data, None
+
+    @property
+    def select_data(self) -> Data:
+        """What every choice is made on: the data, or its selection part."""
+        return self._parts[0]
+
+    @property
+    def held_out(self) -> Data | None:
+        """The data that chose nothing (None without a held-out split)."""
+        return self._parts[1]
+
+    @cached_property
     def calibration(self) -> Dataset:
-        """The calibration data: the user's `calibration`; without one, the user's
-        evaluation data (the best set we have) or, for the bundled Fashion-MNIST, its
-        calibration subset."""
+        """The calibration data, in memory (only the samples used are read): the user's
+        `calibration`; without one, the data choices are made on (the best set we have)
+        or, for the bundled Fashion-MNIST, its calibration subset."""
         given = self.config.calibration
         if given is None and not _is_fashion_mnist(self.config.data):
-            given = self.config.data
+            given = self.select_data
         try:
-            return self.load(given or DEFAULT_CALIBRATION, self.config.calibration_samples)
+            return self.load(DEFAULT_CALIBRATION if given is None else given,
+                             self.config.calibration_samples, "calibration data", True)
         except DataError as exc:
             if given is not None:
                 raise
@@ -86,8 +114,11 @@ class Run:
         `samples`, of its first samples only."""
         return self.calibration.take(samples).batches(CALIBRATION_BATCH)
 
-    def evaluator(self, data: Dataset | None | str = "default", **options) -> Evaluator:
-        data = self.data if data == "default" else data
+    def evaluator(self, data: Data | None | str = "default", **options) -> Evaluator:
+        """An evaluator against the run's model, on the data choices are made on unless
+        `data` is given, with the run's metric."""
+        data = self.select_data if isinstance(data, str) and data == "default" else data
+        options.setdefault("quality", self.config.metric)
         options.setdefault("runs", self.config.runs)
         options.setdefault("warmup", self.config.warmup)
         return Evaluator(self.context, data, self.target, **options)

@@ -48,6 +48,9 @@ class SearchOutcome:
     compressed: Metrics | None = None
     model: onnx.ModelProto | None = None  # the written model
     profile: str | None = None  # search --profile: where a trial's time went
+    quality: str = ""  # `fidelity: cosine on 'sentence_embedding' (higher is better)`
+    bound: str | None = None  # what the drop bound means in the metric's units
+    held_out: tuple[Metrics, Metrics] | None = None  # (original, compressed) on held-out data
 
 
 def search_slots(context: ModelContext, runtime: str = "onnxruntime") -> list[LayerSlot]:
@@ -72,11 +75,17 @@ class Plan:
     space: SearchSpace
     storage: str
     name: str
+    bound: object | None = None  # quality.bounds.Bound: the drop bound in the metric's units
 
 
-def plan_search(run: Run, config: SearchConfig, output: Path) -> Plan:
+def plan_search(run: Run, config: SearchConfig, output: Path, evaluator=None) -> Plan:
+    """The objective, space, storage and study name. With the run's evaluator, a drop
+    bound is read in the metric's units (its quality and the original's)."""
+    quality = reference = None
+    if evaluator is not None:
+        quality, reference = evaluator.quality, evaluator.reference_metrics.quality
+    goal, bound = _objective(config, quality, reference)
     try:
-        goal = parse_objective(config.objective, config.latency, config.max_drop, config.pick)
         space = SearchSpace(search_slots(run.context, run.target.runtime),
                             list(config.actions), cost=run.context.cost)
     except ValueError as exc:
@@ -84,20 +93,24 @@ def plan_search(run: Run, config: SearchConfig, output: Path) -> Plan:
     storage = str(config.storage or output.with_suffix(".journal"))
     name = config.study or f"{output.stem}-{goal.label}" + (
         "" if run.target.name == "cpu-ort" else f"-{run.target.name}")
-    return Plan(goal, space, storage, name)
+    return Plan(goal, space, storage, name, bound)
 
 
 def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
     """Search per-layer policies, confirm the best by measuring again, write the result."""
     start = time.monotonic()
-    plan = plan_search(run, config, output)
+    plan = plan_search(run, config, output)  # what can be refused, before any measurement
     check_writable(output)
     seeds = _seeds(run, config, plan.space)  # a rejected seed fails before any storage exists
+    evaluator = run.evaluator(measure_energy=False, allow_emulated=config.allow_emulated)
+    reference = evaluator.reference_metrics
+    plan = plan_search(run, config, output, evaluator)  # the bound in the metric's units
     with _removed_if_unused(plan.storage):
         study = _open(run, config, plan)
-        evaluator = run.evaluator(measure_energy=False, allow_emulated=config.allow_emulated)
-        study.set_user_attr("reference_quality", evaluator.reference_metrics.quality)
+        _check_metric(study, reference, plan.storage)
+        study.set_user_attr("reference_quality", reference.quality)
         study.set_user_attr("metric", evaluator.quality.describe())
+        study.set_user_attr("metric_name", reference.metric)
     trial_evaluator = TrialEvaluator(run, evaluator)
     search_seconds = None if config.timeout is None else config.timeout * (1 - CONFIRM_SHARE) \
         - (time.monotonic() - start)
@@ -105,7 +118,8 @@ def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
     result, profile_text = _run_workers(run, config, plan, study, trial_evaluator, seeds,
                                         search_seconds, profile, output)
     outcome = SearchOutcome(result, result.policy, None, None, plan.storage, plan.name,
-                            profile=profile_text)
+                            profile=profile_text, quality=evaluator.quality.headline(),
+                            bound=plan.bound.text if plan.bound else None)
     if result.policy is None:
         return outcome
     deadline = None if config.timeout is None else start + config.timeout
@@ -113,6 +127,8 @@ def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
         confirm(run, result, plan.goal, plan.space, trial_evaluator, deadline)
     record_choice(study, chosen, result.feasible, outcome.compressed)
     result.best, result.policy = chosen, plan.space.policy_from_params(chosen.params)
+    if run.held_out is not None:
+        outcome.held_out = held_out_metrics(run, model)
     outcome.policy, outcome.model = _described(result, run, config, plan, evaluator,
                                                chosen, outcome), model
     outcome.model_path = save_model(model, output)
@@ -120,12 +136,60 @@ def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
     return outcome
 
 
+def _objective(config: SearchConfig, quality=None, reference: float | None = None):
+    """(objective, Bound or None). With the run's metric and the original's quality, a
+    bound given as --max-drop or --min-quality (or the metric's default, where the
+    objective needs one) becomes a drop in the metric's units (quality.bounds)."""
+    from onnxamc.quality.bounds import DEFAULT_DROP, drop_bound
+
+    kind = (config.objective or "constrained").partition(":")[0]
+    max_drop, pick, bound = config.max_drop, config.pick, None
+    if quality is not None:
+        given = config.max_drop is not None or config.min_quality is not None
+        needed = given or (kind == "constrained" and config.latency is None)
+        if needed or (kind == "pareto" and pick is None):
+            bound = drop_bound(quality, reference, config.max_drop, config.min_quality)
+            if needed:
+                max_drop = bound.max_drop
+            elif bound.max_drop != DEFAULT_DROP:
+                pick = f"drop<={bound.max_drop!r}"
+    try:
+        goal = parse_objective(config.objective, config.latency, max_drop, pick)
+    except ValueError as exc:
+        raise SearchError(str(exc)) from None
+    rule = getattr(goal, "pick", None)
+    if quality is not None and rule is not None and rule.kind == "drop":
+        drop_bound(quality, reference, max_drop=rule.bound)  # within the metric's range
+    if kind.startswith("amc") and quality is not None and quality.error(reference) is None:
+        raise SearchError(f"the {kind} objective needs an error rate (1 - accuracy); "
+                          f"{quality.label()} has none: use the constrained or weighted "
+                          "objective")
+    return goal, bound
+
+
+def _check_metric(study, reference: Metrics, storage: str) -> None:
+    """A study's stored trials are comparable only under the metric that measured them."""
+    stored = study.user_attrs.get("metric_name")
+    if stored is not None and stored != reference.metric and study.trials:
+        raise SearchError(f"study {study.study_name!r} in {storage} was measured with "
+                          f"{stored}; this run scores {reference.metric}: choose another "
+                          "--study name or output")
+
+
+def held_out_metrics(run: Run, model: onnx.ModelProto) -> tuple[Metrics, Metrics]:
+    """(original, compressed) quality on the held-out data: figures nothing chose by."""
+    evaluator = run.evaluator(run.held_out, measure_energy=False)
+    original = evaluator.reference_metrics
+    return original, evaluator.score(model).relate_to(original)
+
+
 def _open(run: Run, config: SearchConfig, plan: Plan):
     sampler = _sampler(run, config, plan, worker=0)
     pruner = make_pruner(config.pruner)
     return open_study(plan.storage, plan.name, plan.goal, run.context.fingerprint, sampler,
                       settings={"objective": config.objective, "latency": config.latency,
-                                "max_drop": config.max_drop, "pick": config.pick},
+                                "max_drop": config.max_drop, "pick": config.pick,
+                                "min_quality": config.min_quality},
                       pruner=pruner)
 
 
@@ -217,6 +281,14 @@ def _described(result, run, config, plan, evaluator, chosen, outcome) -> Policy:
         policy.meta["latency_flags"] = outcome.compressed.latency_flags
     if getattr(plan.goal, "pick", None) is not None:
         policy.meta["pick"] = plan.goal.pick.describe()
+    if plan.bound is not None:
+        policy.meta["bound"] = plan.bound.text
+    policy.meta["data"] = run.select_data.name
+    if outcome.held_out is not None:
+        original, compressed = outcome.held_out
+        policy.meta["held_out"] = {"data": run.held_out.name, "original": original.quality,
+                                   "compressed": compressed.quality,
+                                   "drop": compressed.quality_drop}
     return policy
 
 
