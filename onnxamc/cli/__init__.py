@@ -11,38 +11,57 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
-from onnxamc.errors import OnnxAmcError
+from onnxamc.errors import OnnxAmcError, OnnxAmcWarning, first_line
 
 
 def main(argv: list[str] | None = None) -> int:
     from onnxamc.cli.parser import build_parser
 
-    _process_settings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
         return 0
+    _process_settings()
     try:
         return args.run(args) or 0
     except OnnxAmcError as exc:
-        print(f"onnxamc: error: {exc}", file=sys.stderr)
+        print(f"onnxamc: error: {first_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("onnxamc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `onnxamc inspect | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _process_settings() -> None:
     """What a command-line tool may decide for the whole process: no GUI backend for the
-    report's plots, Optuna's per-trial log lines off (the progress bar says it), and
-    onnxruntime.quantization's root-logger chatter off."""
+    report's plots; Optuna's log lines off (the progress bar and the summary say what
+    happened; its per-trial warnings carry tracebacks); onnxruntime's and
+    onnxruntime.quantization's log chatter off (their errors reach us as exceptions);
+    warnings as one line each."""
     os.environ.setdefault("MPLBACKEND", "Agg")
+    import onnxruntime
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("always", category=OnnxAmcWarning)
+    warnings.showwarning = _one_line_warning
+    from onnxamc.runtime import ort
+
+    onnxruntime.set_default_logger_severity(4)
+    ort.LOG_SEVERITY = 4
     logging.getLogger().setLevel(logging.ERROR)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    kind = "" if issubclass(category, OnnxAmcWarning) else f" ({category.__name__})"
+    print(f"onnxamc: warning{kind}: {first_line(Warning(str(message)))}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -38,13 +38,11 @@ def apply(args) -> int:
 
     policy = api.uniform_policy(args.model, args.uniform) if args.uniform \
         else api.load_policy(args.policy)
-    api.apply(args.model, policy, args.output, calibration=args.calibration,
-              calibration_samples=args.calibration_samples,
+    api.apply(args.model, policy, args.output, policy_output=args.save_policy,
+              calibration=args.calibration, calibration_samples=args.calibration_samples,
               calibration_method=args.calibration_method, reconstruct=not args.no_reconstruct,
               channel_multiple=args.channel_multiple, importance=args.importance)
-    if args.save_policy:
-        policy.save(args.save_policy)
-    print(f"wrote {args.output}")
+    print(f"wrote {args.output}" + (f" and {args.save_policy}" if args.save_policy else ""))
     return 0
 
 
@@ -222,10 +220,5 @@ def _print_search(outcome) -> bool:
               f"trials ({r.new_trials} new)")
         print("no trial finished; nothing written", file=sys.stderr)
         return False
-    if not outcome.result.feasible:
-        rule = outcome.policy.meta.get("pick")
-        print(f"warning: no policy on the front meets --pick {rule}; wrote the closest one"
-              if rule else "warning: no policy met the objective's constraint; wrote the "
-              "closest one", file=sys.stderr)
     print("\n".join(tables.search_summary(outcome)))
     return True

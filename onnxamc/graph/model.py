@@ -11,6 +11,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxamc.errors import ModelError
+from onnxamc.graph.checks import admit
 
 # Protobuf's hard limit; above it weights must live in external data files.
 PROTOBUF_LIMIT = 2**31 - 1
@@ -41,6 +42,7 @@ def load_model(source: str | Path | onnx.ModelProto, infer_shapes: bool = True) 
             raise ModelError(f"{path} is not a readable ONNX model: {_first_line(exc)}") from None
         if not model.graph.node:
             raise ModelError(f"{path} is not an ONNX model (no graph nodes found)")
+    model = admit(model)  # graph/checks.py: opsets older than the quantizer's upgraded
     try:
         onnx.checker.check_model(model if model.ByteSize() < PROTOBUF_LIMIT else without_weights(model))
     except Exception as exc:

@@ -8,7 +8,6 @@ once.
 
 from __future__ import annotations
 
-import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,14 @@ import onnx
 from onnxamc.actions import apply_policy
 from onnxamc.config import DEFAULT_CALIBRATION, RunConfig
 from onnxamc.data import Dataset, load_data
-from onnxamc.errors import DataError
+from onnxamc.errors import DataError, warn
 from onnxamc.evaluate import Evaluator
 from onnxamc.graph import load_model
+from onnxamc.graph.checks import check_runnable
 from onnxamc.graph.context import ModelContext
 from onnxamc.models import bundled_model_path
 from onnxamc.policy import Policy
+from onnxamc.runtime.limits import onnxruntime_limits
 from onnxamc.runtime.target import Target, load_target
 
 CALIBRATION_BATCH = 32
@@ -36,7 +37,9 @@ def load_context(model: ModelLike) -> ModelContext:
         return model
     source = bundled_model_path() if model is None else model
     name = Path(source).name if isinstance(source, (str, Path)) else "model.onnx"
-    return ModelContext(load_model(source), name)
+    model = load_model(source)
+    check_runnable(model, onnxruntime_limits())  # before any work: one line, not a traceback
+    return ModelContext(model, name)
 
 
 class Run:
@@ -99,8 +102,8 @@ class Run:
         reconstruct = self.config.reconstruct if reconstruct is None else reconstruct
         prunes = any(a.keep < 1 for a in policy.layers.values())
         if prunes and reconstruct and not self._has_calibration():
-            print("onnxamc: warning: no calibration data fits the model: pruned layers are "
-                  "not refit (accuracy may drop sharply; give --calibration)", file=sys.stderr)
+            warn("no calibration data fits the model: pruned layers are not refit "
+                 "(accuracy may drop sharply; give --calibration)")
             reconstruct = False
         out = apply_policy(self.context, policy, self.calibration_feeds,
                            self.config.calibration_method, reconstruct=prunes and reconstruct,

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+from optuna.trial import TrialState
 
 from onnxamc.actions import SEARCHABLE
 from onnxamc.config import SearchConfig
-from onnxamc.errors import EvaluationError, OnnxAmcError, SearchError
-from onnxamc.files import check_writable
+from onnxamc.errors import EvaluationError, OnnxAmcError, SearchError, warn
 from onnxamc.graph.context import ModelContext
 from onnxamc.graph.model import save_model
 from onnxamc.metrics import Metrics
@@ -23,6 +23,7 @@ from onnxamc.policy import Policy
 from onnxamc.search import (LayerSlot, SearchResult, SearchSpace, make_sampler, open_study,
                             parse_objective, run_search)
 from onnxamc.search.results import candidates, choose, record_choice
+from onnxamc.workflows import preflight
 from onnxamc.workflows.run import Run
 
 
@@ -54,11 +55,13 @@ def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
         goal = parse_objective(config.objective, config.latency, config.max_drop, config.pick)
         space = SearchSpace(search_slots(run.context), list(config.actions),
                             cost=run.context.cost)
+        preflight.check_search(config, space)
         sampler = make_sampler(config.agent, space, goal, run.config.seed, config.trials)
     except ValueError as exc:
         raise SearchError(str(exc)) from None
-    check_writable(output)
     storage = str(config.storage or output.with_suffix(".journal"))
+    preflight.check_outputs(output, output.with_suffix(".policy.json"),
+                            preflight.journal_path(storage))
     name = config.study or f"{output.stem}-{goal.label}" + (
         "" if run.target.name == "cpu-ort" else f"-{run.target.name}")
     evaluator = run.evaluator(measure_energy=False)
@@ -77,6 +80,7 @@ def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
     outcome = SearchOutcome(result, result.policy, None, None, storage, name)
     if result.policy is None:
         return outcome
+    _refuse_if_nothing_built(result.study, space)
     chosen, model, (outcome.original, outcome.compressed), result.feasible = \
         confirm(run, result, goal, space)
     record_choice(study, chosen, result.feasible, outcome.compressed)
@@ -93,7 +97,25 @@ def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
     outcome.policy, outcome.model = policy, model
     outcome.model_path = save_model(model, output)
     outcome.policy_path = policy.save(output.with_suffix(".policy.json"))
+    if not result.feasible:
+        rule = policy.meta.get("pick")
+        warn(f"no policy on the front meets the pick rule {rule}; wrote the closest one"
+             if rule else f"no policy met the objective ({goal.describe()}); wrote the "
+             "closest one")
     return outcome
+
+
+def _refuse_if_nothing_built(study, space: SearchSpace) -> None:
+    """The original is no result: when every candidate failed to build or run and only
+    the original (the identity policy) was measured, stop with the first reason."""
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
+    built = [t for t in trials if t.state == TrialState.COMPLETE
+             and not space.policy_from_params(t.params).is_identity]
+    if failed and not built:
+        raise SearchError(f"every candidate failed to build or run ({len(failed)} of "
+                          f"{len(trials)} trials; only the original was measured); the "
+                          f"first: {failed[0].user_attrs['error']}")
 
 
 def build_candidate(run: Run, policy: Policy) -> onnx.ModelProto:
