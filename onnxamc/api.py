@@ -96,8 +96,8 @@ def bench(models: Sequence[ModelLike], data: DataLike | None = "fashion-mnist",
     options.setdefault("runs", benching.BENCH_RUNS)
     (config,) = split_options({**options, "data": data or "random:1"}, RunConfig)
     if fgsm_epsilon is not None:
-        if not (isinstance(fgsm_epsilon, (int, float)) and 0 < fgsm_epsilon < math.inf):
-            raise ConfigError(f"fgsm epsilon must be a positive number, got {fgsm_epsilon!r}")
+        if not (isinstance(fgsm_epsilon, (int, float)) and 0 <= fgsm_epsilon < math.inf):
+            raise ConfigError(f"fgsm epsilon must be a number >= 0, got {fgsm_epsilon!r}")
         preflight.require("the FGSM attack (--fgsm)", ["torch"])
     if layer_table and layer_table is not True:
         preflight.check_outputs(layer_table)

@@ -84,7 +84,7 @@ def _bench(sub) -> None:
     p.add_argument("--data", default=RunConfig.data, help=DATA_HELP)
     p.add_argument("--no-data", action="store_true", help="latency and size only (random input)")
     p.add_argument("--eval-samples", type=int, help="evaluate on the first N samples only")
-    p.add_argument("--fgsm", type=_positive, metavar="EPS",
+    p.add_argument("--fgsm", type=_non_negative, metavar="EPS",
                    help="also report quality under an FGSM attack of this size, crafted on "
                         "the first model (transfer attack; needs torch)")
     _runtime_args(p, runs=BENCH_RUNS)
@@ -307,13 +307,13 @@ def _runtime_args(p: argparse.ArgumentParser, runs: int) -> None:
                    help="timed runs per model after warm-up (default %(default)s)")
 
 
-def _positive(text: str) -> float:
+def _non_negative(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"a positive number, got {text!r}")
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"a number >= 0, got {text!r}")
     return value
 
 

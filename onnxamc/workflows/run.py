@@ -37,15 +37,15 @@ def load_context(model: ModelLike) -> ModelContext:
         return model
     source = bundled_model_path() if model is None else model
     name = Path(source).name if isinstance(source, (str, Path)) else "model.onnx"
-    model = load_model(source)
-    check_runnable(model, onnxruntime_limits())  # before any work: one line, not a traceback
-    return ModelContext(model, name)
+    return ModelContext(load_model(source), name)
 
 
 class Run:
     def __init__(self, model: ModelLike | ModelContext, config: RunConfig | None = None):
         self.context = load_context(model)
         self.config = config or RunConfig()
+        # a model this onnxruntime cannot load is one line now, not a traceback later
+        check_runnable(self.context.model, onnxruntime_limits())
 
     @property
     def model(self) -> onnx.ModelProto:

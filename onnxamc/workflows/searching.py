@@ -99,7 +99,7 @@ def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
     outcome.policy_path = policy.save(output.with_suffix(".policy.json"))
     if not result.feasible:
         rule = policy.meta.get("pick")
-        warn(f"no policy on the front meets the pick rule {rule}; wrote the closest one"
+        warn(f"no policy on the front meets --pick {rule}; wrote the closest one"
              if rule else f"no policy met the objective ({goal.describe()}); wrote the "
              "closest one")
     return outcome
