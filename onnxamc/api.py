@@ -98,7 +98,7 @@ def bench(models: Sequence[ModelLike], data: DataLike | None = "fashion-mnist",
     if fgsm_epsilon is not None:
         if not (isinstance(fgsm_epsilon, (int, float)) and 0 <= fgsm_epsilon < math.inf):
             raise ConfigError(f"fgsm epsilon must be a number >= 0, got {fgsm_epsilon!r}")
-        preflight.require("the FGSM attack (--fgsm)", ["torch"])
+        preflight.require("the FGSM attack (--fgsm)", ["torch"], "train")
     if layer_table and layer_table is not True:
         preflight.check_outputs(layer_table)
     runs = [Run(m, config) for m in models]
@@ -186,7 +186,7 @@ def export(entry: str, input_shape: Sequence[int] | str, output: str | Path,
 
     shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
     preflight.check_outputs(output)
-    preflight.require("exporting a torch model", preflight.EXPORT_NEEDS)
+    preflight.require("exporting a torch model", preflight.EXPORT_NEEDS, "train")
     module = load_factory(entry, weights)
     return export_torch(module, shape, output)
 

@@ -118,7 +118,8 @@ class RecoveryConfig:
         _at_least(self, "distill_trials", 0)
         _at_least(self, "trial_steps", 1)
         if self.distill_trials and self.train_data is None:
-            raise ConfigError("searching distillation rates (distill_trials) needs train_data")
+            raise ConfigError("distill-trials needs train-data: labelled training data to "
+                              "search the distillation rates on")
 
 
 def split_options(options: dict[str, Any], *kinds: type) -> list:

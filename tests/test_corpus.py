@@ -60,3 +60,37 @@ def test_every_pending_row_is_a_case_of_another_helper():
     assert set(PENDING) <= set(owners)
     assert all(owners[i] in ("13", "14") for i in PENDING)
     assert len(owners) == len(CASES), "case ids must be unique"
+
+
+# --- what misled without an error (issue 15) ----------------------------------------------
+def _help(command: str) -> str:
+    import argparse
+
+    from onnxamc.cli.parser import build_parser
+
+    commands = next(a for a in build_parser()._actions
+                    if isinstance(a, argparse._SubParsersAction))
+    return commands.choices[command].format_help()
+
+
+def test_search_help_names_every_agent():
+    from onnxamc.search import AGENTS
+
+    text = " ".join(_help("search").split())  # argparse wraps lines
+    assert all(agent in text for agent in AGENTS) and "with Optuna TPE" not in text
+
+
+def test_help_says_what_each_command_takes():
+    assert "--data" not in _help("apply").split("--calibration CALIBRATION", 2)[2]
+    bench = _help("bench")
+    assert "--eval-samples" in bench and "--limit" not in bench
+
+
+def test_an_unmet_objective_is_a_warning_in_the_api(tiny_cnn, tmp_path):
+    from onnxamc import api
+    from onnxamc.errors import OnnxAmcWarning
+
+    with pytest.warns(OnnxAmcWarning, match="no policy met the objective"):
+        outcome = api.search(tiny_cnn, "digits", tmp_path / "s.onnx", latency=0.01, trials=3,
+                             runs=3, eval_samples=100, calibration_samples=32, progress=False)
+    assert outcome.policy.meta["feasible"] is False and outcome.model_path.is_file()

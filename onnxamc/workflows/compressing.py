@@ -93,10 +93,11 @@ def _preflight(run: Run, recovery: RecoveryConfig, output: Path, report_dir: Pat
     policy that fits the model."""
     preflight.check_outputs(output, output.with_suffix(".policy.json"))
     if report_dir is not None:
-        preflight.require("the report (--no-report skips it)", ["matplotlib"])
+        preflight.require("the report (--no-report skips it)", ["matplotlib"], "report")
         preflight.check_report_folder(report_dir)
     if recovery.train_data is not None:
-        preflight.require("training recovery (--train-data)", preflight.TRAINING_NEEDS)
+        preflight.require("training recovery (--train-data)", preflight.TRAINING_NEEDS,
+                          "train")
         sample = run.load(recovery.train_data, limit=1)  # a missing source fails now
         if sample.labels is None and (recovery.lr == "auto" or recovery.distill_trials):
             raise DataError(UNLABELLED)

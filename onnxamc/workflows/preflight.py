@@ -16,29 +16,26 @@ from typing import Any, Iterable
 from onnxamc.errors import OnnxAmcError, SearchError
 from onnxamc.files import check_folder_writable, check_writable
 
-# The extra of pyproject.toml that installs each optional package.
-EXTRA_OF = {"matplotlib": "report", "torch": "train", "onnx2fx": "train",
-            "onnxscript": "train", "scipy": "search", "cmaes": "search", "sklearn": "train",
-            "tvm": "tvm"}
+# The packages each optional part needs, and the extra of pyproject.toml that has them.
 AGENT_NEEDS = {"gp": ("torch", "scipy"), "qmc": ("scipy",), "cmaes": ("cmaes",),
                "ddpg": ("torch",), "rl": ("torch",)}
 TRAINING_NEEDS = ("torch", "onnx2fx")
 EXPORT_NEEDS = ("torch", "onnxscript")
+TORCH_NOTE = " (install torch==2.13.0 first: an unpinned torch pulls a CUDA build)"
 
 
 class DependencyError(OnnxAmcError):
     """An optional package the command needs is not installed."""
 
 
-def require(purpose: str, modules: Iterable[str]) -> None:
+def require(purpose: str, modules: Iterable[str], extra: str) -> None:
     """A one-line DependencyError naming the packages `purpose` needs and the extra that
-    installs them, unless all import."""
+    installs them, unless all are installed."""
     missing = [m for m in modules if not importable(m)]
     if missing:
-        extras = sorted({EXTRA_OF.get(m, m) for m in missing})
-        install = " ".join(f"'onnxamc[{e}]'" for e in extras)
-        raise DependencyError(f"{purpose} needs {' and '.join(missing)}, which is not "
-                              f"installed: pip install {install}")
+        raise DependencyError(f"{purpose} needs {' and '.join(missing)}, not installed here: "
+                              f"pip install 'onnxamc[{extra}]'"
+                              + (TORCH_NOTE if "torch" in missing else ""))
 
 
 def importable(module: str) -> bool:
@@ -70,7 +67,7 @@ def journal_path(storage: str) -> Path | None:
 def check_search(config, space) -> None:
     """The agent's packages and the action ranges of a search (`config`: SearchConfig,
     `space`: search.SearchSpace)."""
-    require(f"agent {config.agent}", AGENT_NEEDS.get(config.agent, ()))
+    require(f"agent {config.agent}", AGENT_NEEDS.get(config.agent, ()), "search")
     check_action_ranges(space)
 
 

@@ -24,7 +24,7 @@ def report(storage: str | Path, directory: str | Path, run: Run, study: str | No
     from onnxamc.report import write_report
 
     preflight.check_report_folder(directory)
-    preflight.require("the report", ["matplotlib"])
+    preflight.require("the report", ["matplotlib"], "report")
     if "://" not in str(storage) and not Path(storage).is_file():
         raise SearchError(f"no study storage at {str(storage)!r}")
     store = open_storage(storage)

@@ -48,6 +48,16 @@ def valid(name: str = "out.onnx"):
     return lambda cwd, outcome: _runs(cwd / name)
 
 
+def warns(text: str, name: str):
+    """One warning line on stderr saying `text`, and the model written all the same."""
+    def check(cwd: Path, outcome) -> None:
+        lines = outcome.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("onnxamc: warning: ") \
+            and text in lines[0], f"expected one warning line saying {text!r}: {lines}"
+        _runs(cwd / name)
+    return check
+
+
 def prints(text: str):
     def check(cwd: Path, outcome) -> None:
         assert text in outcome.stdout, f"stdout lacks {text!r}"
@@ -175,6 +185,8 @@ def _policies() -> list[Case]:
              "either", check=valid()),
         Case("apply-policy-dynamic-and-per-block", f"apply {{M}} --policy {{P_DYN_BLOCK}} "
              f"{APPLY}", "either", check=valid()),
+        Case("compress-policy-slower-warns", f"compress {{M}} --policy {{P_SLOW}} {DATA} "
+             "--no-report --runs 20 -o {cwd}/c.onnx", "ok", check=warns("slower", "c.onnx")),
         Case("apply-uniform-unknown-field", f"apply {{M}} --uniform bitz=8 {APPLY}",
              match="did you mean bits"),
         Case("apply-uniform-not-a-number", f"apply {{M}} --uniform keep=abc {APPLY}", match="keep"),
@@ -347,6 +359,24 @@ def _sources() -> list[Case]:
     ]
 
 
+def _bare_install() -> list[Case]:
+    """What `pip install -e .` alone runs, as the README says: the extras' packages absent."""
+    extras = ("torch", "scipy", "cmaes", "matplotlib", "sklearn", "onnxscript", "onnx2fx",
+              "tvm")
+    return [
+        Case("bare-inspect", "inspect {M}", "ok", check=prints("conv1"), missing=extras),
+        Case("bare-apply", f"apply {{M}} --uniform keep=0.5,bits=8 {APPLY}", "ok",
+             check=valid(), missing=extras),
+        Case("bare-bench", "bench {M} --data {D} --runs 3", "ok", missing=extras),
+        Case("bare-search-tpe", f"search {{M}} {SEARCH} -o {{cwd}}/s.onnx", "ok",
+             check=valid("s.onnx"), missing=extras),
+        Case("bare-search-nsga2", f"search {{M}} {SEARCH} --agent nsga2 -o {{cwd}}/s.onnx",
+             "ok", check=valid("s.onnx"), missing=extras),
+        Case("bare-compress-no-report", f"compress {{M}} {SEARCH} --no-report -o {{cwd}}/c.onnx",
+             "ok", check=valid("c.onnx"), missing=extras),
+    ]
+
+
 def _interrupts() -> list[Case]:
     return [Case("search-ctrl-c", "search {M} --data {D} --calibration {D} --trials 200 "
                  "--runs 3 --no-progress -o {cwd}/s.onnx", match="interrupted",
@@ -356,4 +386,4 @@ def _interrupts() -> list[Case]:
 
 
 CASES: list[Case] = (_models() + _data() + _policies() + _paths() + _numbers() + _sources()
-                     + _interrupts())
+                     + _bare_install() + _interrupts())

@@ -168,6 +168,8 @@ def _policies(root: Path) -> dict[str, Path]:
         f.truncate(95 * 2**20)  # a 95 MB file (sparse: cheap to make)
     return {
         "P_BITS80": policy("bits-8.0", {"conv1": {"bits": 8.0}, "conv2": {"bits": 8.0}}),
+        "P_SLOW": policy("slower", {"conv1": {"bits": 8, "dynamic": True},
+                                    "conv2": {"bits": 8, "dynamic": True}}),
         "P_DYN_FP16": policy("dynamic-fp16", {"conv2": {"bits": 8, "dynamic": True},
                                               "fc": {"bits": 16}}),
         "P_DYN_BLOCK": policy("dynamic-block", {"conv2": {"bits": 8, "dynamic": True},
