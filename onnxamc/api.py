@@ -12,13 +12,14 @@ and RecoveryConfig (each default is written there once). Errors a user can act o
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import onnx
 
-from onnxamc.config import (RecoveryConfig, RunConfig, SearchConfig, default_output,
-                            split_options)
+from onnxamc.config import (ConfigError, RecoveryConfig, RunConfig, SearchConfig,
+                            default_output, split_options)
 from onnxamc.errors import OnnxAmcError, PolicyError
 from onnxamc.graph import FrontDoorReport, ModelInfo
 from onnxamc.graph.blocks import ResidualBlock
@@ -26,8 +27,8 @@ from onnxamc.graph.context import ModelContext
 from onnxamc.graph.groups import ChannelGroup
 from onnxamc.graph.model import save_model
 from onnxamc.metrics import Metrics
-from onnxamc.policy import Policy, parse_uniform, uniform_policy as _uniform
-from onnxamc.workflows import benching, compressing, reporting, searching
+from onnxamc.policy import LayerAction, Policy, parse_uniform, uniform_policy as _uniform
+from onnxamc.workflows import benching, compressing, preflight, reporting, searching
 from onnxamc.workflows.compressing import CompressOutcome
 from onnxamc.workflows.run import ModelLike, Run, load_context
 from onnxamc.workflows.searching import SearchOutcome
@@ -76,34 +77,49 @@ def data_for(model: ModelLike, data: DataLike, limit: int | None = None, **optio
 
 def uniform_policy(model: ModelLike, spec: str | dict[str, Any]) -> Policy:
     """The same action on every layer that can take it: `"keep=0.5,bits=8"` or a dict
-    (`bits=8` alone takes, per layer, the int8 form that pays for its op)."""
+    (`bits=8` alone takes, per layer, the int8 form that pays for its op); a PolicyError
+    if it asks something and no layer can take it."""
     values = parse_uniform(spec) if isinstance(spec, str) else dict(spec)
-    return _uniform(load_context(model), values)
+    context = load_context(model)
+    policy = _uniform(context, values)
+    if policy.is_identity and not LayerAction.from_dict(dict(values), "uniform").is_identity:
+        raise PolicyError(f"no layer of {context.name} can take {spec} (its layers: "
+                          f"{', '.join(context.layer_ops) or 'none'})")
+    return policy
 
 
 def apply_guarded(model: ModelLike, policy: Policy, output: str | Path | None = None,
-                  runs: int = 60, **options: Any) -> tuple[onnx.ModelProto, str]:
+                  runs: int = 60, *, policy_output: str | Path | None = None,
+                  **options: Any) -> tuple[onnx.ModelProto, str]:
     """`apply` for a quantizing policy that must not make the model slower: its int8
     placements timed beside the float model (workflows.int8_guard); returns the model
     and a one-line verdict."""
     from onnxamc.workflows.int8_guard import apply_guarded as guarded
 
     (config,) = split_options(options, RunConfig)
+    preflight.check_outputs(output, policy_output)
     out, verdict = guarded(Run(model, config), policy, runs)
     if output is not None:
         save_model(out, output)
+    if policy_output is not None:
+        policy.save(policy_output)
     return out, verdict
 
 
 def apply(model: ModelLike, policy: Policy | str | Path, output: str | Path | None = None,
-          **options: Any) -> onnx.ModelProto:
-    """Apply a policy (object or JSON file); with `output`, write the model. Pruned layers
-    are refit by least squares on the calibration data (`reconstruct=False` skips it)."""
+          *, policy_output: str | Path | None = None, **options: Any) -> onnx.ModelProto:
+    """Apply a policy (object or JSON file); with `output`, write the model (and with
+    `policy_output`, the policy). Pruned layers are refit by least squares on the
+    calibration data (`reconstruct=False` skips it)."""
     (config,) = split_options(options, RunConfig)
+    preflight.check_outputs(output, policy_output)
     run = Run(model, config)
-    out = run.apply(_policy(policy))
+    policy = _policy(policy)
+    out = run.apply(policy)
     if output is not None:
         save_model(out, output)
+    if policy_output is not None:
+        policy.save(policy_output)
     return out
 
 
@@ -114,6 +130,12 @@ def bench(models: Sequence[ModelLike], data: DataLike | None = "fashion-mnist",
     `data` None measures latency and size only."""
     options.setdefault("runs", benching.BENCH_RUNS)
     (config,) = split_options({**options, "data": data or "random:1"}, RunConfig)
+    if fgsm_epsilon is not None:
+        if not (isinstance(fgsm_epsilon, (int, float)) and 0 <= fgsm_epsilon < math.inf):
+            raise ConfigError(f"fgsm epsilon must be a number >= 0, got {fgsm_epsilon!r}")
+        preflight.require("the FGSM attack (--fgsm)", ["torch"], "train")
+    if layer_table and layer_table is not True:
+        preflight.check_outputs(layer_table)
     runs = [Run(m, config) for m in models]
     return benching.bench(runs, data is not None, fgsm_epsilon, layer_table)
 
@@ -152,6 +174,7 @@ def compress(model: ModelLike = None, data: DataLike = "fashion-mnist",
             raise OnnxAmcError(f"{model} is a torch entry point: give its input shape "
                                "(--input-shape 1,3,224,224)")
         exported = output.with_name(output.stem.removesuffix("-compressed") + "-original.onnx")
+        preflight.check_outputs(output, exported)  # before the export, not after it
         export(str(model), input_shape, exported, weights)
         model = exported
     return compressing.compress(Run(model, config), search_config, recovery, output,
@@ -197,8 +220,9 @@ def export(entry: str, input_shape: Sequence[int] | str, output: str | Path,
     from onnxamc.export import export_torch, load_factory, parse_shape
 
     shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
+    preflight.check_outputs(output)
+    preflight.require("exporting a torch model", preflight.EXPORT_NEEDS, "train")
     module = load_factory(entry, weights)
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
     return export_torch(module, shape, output)
 
 

@@ -21,6 +21,7 @@ DEFAULT_CALIBRATION = "fashion-mnist:calib"
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IMPORTANCE = ("l1", "l2")
 PRUNERS = ("halving", "hyperband", "none")  # search.fidelity.PRUNERS
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds in [0, 2**32)
 
 
 class ConfigError(OnnxAmcError):
@@ -72,8 +73,9 @@ class RunConfig:
         _at_least(self, "channel_multiple", 1)
         _one_of(self, "calibration_method", CALIBRATION_METHODS)
         _one_of(self, "importance", IMPORTANCE)
-        if not (isinstance(self.max_spread, (int, float)) and 0 < self.max_spread < 1):
+        if not (_is_number(self.max_spread) and 0 < self.max_spread < 1):
             raise ConfigError(f"max-spread must be a number in (0, 1), got {self.max_spread!r}")
+        _at_least(self, "seed", 0, optional=True, high=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,7 @@ class SearchConfig:
         _at_least(self, "trials", 1)
         _at_least(self, "workers", 1)
         _one_of(self, "pruner", PRUNERS)
-        if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
-            raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
+        _positive(self, "timeout", optional=True)
         if isinstance(self.actions, str):
             object.__setattr__(self, "actions", tuple(
                 a.strip() for a in self.actions.split(",") if a.strip()))
@@ -132,19 +133,21 @@ class RecoveryConfig:
     qat: bool = True  # fake-quantize the layers that will be int8 while training
 
     def __post_init__(self):
-        if not (self.epochs > 0 and math.isfinite(self.epochs)):
-            raise ConfigError(f"epochs must be a positive number, got {self.epochs}")
-        if self.train_seconds is not None and not self.train_seconds > 0:
-            raise ConfigError(f"train_seconds must be positive, got {self.train_seconds}")
+        _positive(self, "epochs")
+        _positive(self, "train_seconds", optional=True)
+        if not (_is_number(self.feature_distill) and 0 <= self.feature_distill < math.inf):
+            raise ConfigError(f"feature-distill must be a number >= 0, got "
+                              f"{self.feature_distill!r}")
         if self.lr != "auto" and (isinstance(self.lr, (str, bool)) or not 0 < self.lr < 10):
             raise ConfigError(f"learning rate must be a positive number or 'auto', got "
                               f"{self.lr!r}")
-        if not 0 <= self.distill <= 1:
-            raise ConfigError(f"distill must be in [0, 1], got {self.distill}")
+        if not (_is_number(self.distill) and 0 <= self.distill <= 1):
+            raise ConfigError(f"distill must be in [0, 1], got {self.distill!r}")
         _at_least(self, "distill_trials", 0)
         _at_least(self, "trial_steps", 1)
         if self.distill_trials and self.train_data is None:
-            raise ConfigError("searching distillation rates (distill_trials) needs train_data")
+            raise ConfigError("distill-trials needs train-data: labelled training data to "
+                              "search the distillation rates on")
 
 
 def split_options(options: dict[str, Any], *kinds: type) -> list:
@@ -168,12 +171,27 @@ def default_output(model: Any) -> Path:
     return Path(f"{stem}-compressed.onnx")
 
 
-def _at_least(config, name: str, low: int, optional: bool = False) -> None:
+def _at_least(config, name: str, low: int, optional: bool = False,
+              high: int | None = None) -> None:
     value = getattr(config, name)
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < low \
+            or (high is not None and value > high):
+        within = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{name.replace('_', '-')} must be an integer {within}, got {value!r}")
+
+
+def _positive(config, name: str, optional: bool = False) -> None:
+    value = getattr(config, name)
+    if value is None and optional:
+        return
+    if not (_is_number(value) and 0 < value < math.inf):
+        raise ConfigError(f"{name.replace('_', '-')} must be a positive number, got {value!r}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _one_of(config, name: str, allowed: tuple[str, ...]) -> None:

@@ -1,8 +1,11 @@
 """Errors a user can act on: each carries one line that names the problem.
 
 The CLI prints the message alone (no traceback); the Python API raises these so a
-deployment pipeline can catch `OnnxAmcError` in one place.
+deployment pipeline can catch `OnnxAmcError` in one place. Results that are written
+but may disappoint come with an `OnnxAmcWarning` (Python's warnings; one line in the CLI).
 """
+
+import warnings
 
 
 def first_line(exc: BaseException) -> str:
@@ -61,3 +64,12 @@ class PassError(OnnxAmcError):
 class CheckError(OnnxAmcError):
     """A compressed model failed the check every result passes (checker, onnxruntime,
     output shapes, identical outputs for a policy that changes nothing)."""
+
+
+class OnnxAmcWarning(UserWarning):
+    """A result that is written but may not be what the user wanted (a policy slower
+    than the original, a pick rule no policy meets): one line, on stderr in the CLI."""
+
+
+def warn(message: str) -> None:
+    warnings.warn(message, OnnxAmcWarning, stacklevel=3)

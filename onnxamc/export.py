@@ -14,6 +14,7 @@ import onnx
 
 from onnxamc.errors import ModelError
 from onnxamc.graph.layers import LAYER_OPS
+from onnxamc.graph.model import save_model
 
 OPSET = 18
 
@@ -58,8 +59,8 @@ def export_torch(model, input_shape: Sequence[int], path: str | Path, opset: int
         raise ModelError("the model cannot be exported to ONNX (" + "; ".join(errors) + ")")
     proto = tidy(proto)
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
     verify_against_torch(model, proto, input_shape, atol)
+    save_model(proto, path)  # atomic, and only once its outputs match torch
     return proto
 
 

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import optuna
 
-from onnxamc.files import write_text
+from onnxamc.files import save_figure, write_text
 from onnxamc.metrics import Metrics, format_quality
 from onnxamc.policy import Policy
 from onnxamc.search.pareto import pareto_indices
@@ -112,7 +112,7 @@ def _importance_plot(path: Path, view: optuna.Study, key: str, name: str) -> Pat
     ax.set_xlabel("importance (fANOVA: share of the variance explained)")
     ax.figure.set_size_inches(7.2, 4.4)
     ax.figure.tight_layout()
-    ax.figure.savefig(path, dpi=110)
+    save_figure(ax.figure, path, dpi=110)
     plt.close(ax.figure)
     return path
 
@@ -184,7 +184,7 @@ def _pareto_plot(path, trials, before_after, chosen_trial):
     ax.legend(fontsize=8, loc="best")
     ax.set_title(f"{metric} against measured latency")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -209,7 +209,7 @@ def _history_plot(path, study, trials):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -240,7 +240,7 @@ def _policy_plot(path, policy: Policy, layers):
     ax.legend(handles + more, labels + more_labels, fontsize=8, loc="lower center",
               bbox_to_anchor=(0.5, 1.08), ncol=3, frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 

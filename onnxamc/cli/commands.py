@@ -45,14 +45,13 @@ def apply(args) -> int:
     options = dict(calibration=args.calibration, calibration_samples=args.calibration_samples,
                    calibration_method=args.calibration_method,
                    reconstruct=not args.no_reconstruct, channel_multiple=args.channel_multiple,
-                   importance=args.importance, preprocess=args.preprocess)
+                   importance=args.importance, preprocess=args.preprocess,
+                   policy_output=args.save_policy)
     if args.uniform and args.latency_guard and any(a.bits == 8 for a in policy.layers.values()):
         print(api.apply_guarded(args.model, policy, args.output, **options)[1])
     else:
         api.apply(args.model, policy, args.output, **options)
-    if args.save_policy:
-        policy.save(args.save_policy)
-    print(f"wrote {args.output}")
+    print(f"wrote {args.output}" + (f" and {args.save_policy}" if args.save_policy else ""))
     return 0
 
 
@@ -231,11 +230,6 @@ def _print_search(outcome) -> bool:
               f"trials ({r.new_trials} new)")
         print("no trial finished; nothing written", file=sys.stderr)
         return False
-    if not outcome.result.feasible:
-        rule = outcome.policy.meta.get("pick")
-        print(f"warning: no policy on the front meets --pick {rule}; wrote the closest one"
-              if rule else "warning: no policy met the objective's constraint; wrote the "
-              "closest one", file=sys.stderr)
     print("\n".join(tables.search_summary(outcome)))
     if outcome.compressed.emulated:
         print(tables.EMULATED_NOTE.format(outcome.compressed.emulated), file=sys.stderr)

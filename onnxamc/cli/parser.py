@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from onnxamc import __version__
 from onnxamc.actions import searchable_help
@@ -12,12 +13,13 @@ from onnxamc.config import (CALIBRATION_METHODS, DEFAULT_CALIBRATION, PRUNERS, R
 from onnxamc.search import AGENTS, OBJECTIVES
 
 MODEL_HELP = "ONNX model file (default: the bundled ResNet-20 trained on Fashion-MNIST)"
-DATA_HELP = ("evaluation data: an .npz file (arrays named after the model inputs, optional "
-             "'labels'), a folder of images (labelled by subfolder; see --preprocess), "
-             "package.module:function (returns an iterable of feed dicts {input: array, "
-             "optional 'labels'}, read batch by batch: larger than memory works; it must give "
-             "the same data each call) or a built-in name: "
-             "fashion-mnist[:eval|calib|test|train], digits, random[:N] (default: %(default)s)")
+DATA_FORMATS = ("an .npz file (arrays named after the model inputs, optional 'labels'), a "
+                "folder of images (labelled by subfolder; see --preprocess), "
+                "package.module:function (returns an iterable of feed dicts {input: array, "
+                "optional 'labels'}, read batch by batch: larger than memory works; it must "
+                "give the same data each call) or a built-in name: "
+                "fashion-mnist[:eval|calib|test|train], digits, random[:N]")
+DATA_HELP = f"evaluation data: {DATA_FORMATS} (default: %(default)s)"
 METRIC_HELP = ("quality metric: top1, top5 (labels), agreement (arg-max against the original), "
                "cosine, snr (dB), mse (lower is better), iou (masks; iou:T thresholds a "
                "one-channel map), OUTPUT=NAME,... (a metric per output; the worst counts), or "
@@ -33,8 +35,16 @@ PREPROCESS_HELP = ("image folders: FIELD=VALUE,... of resize=256|224x224, crop=2
                    "the model input, scaled to [0, 1])")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes are one line too (argparse prints the whole usage first): the
+    command, the problem, and where the help is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="onnxamc",
         description="ONNX model compression: per-layer channel pruning, quantization, "
                     "low-rank, sparsity and block removal, searched (AMC-style) against "
@@ -77,7 +87,7 @@ def _apply(sub) -> None:
     src.add_argument("--uniform", help="the same action on every layer that can take it, "
                      "e.g. sparsity=0.5,bits=8 or keep=0.5 or rank=0.5")
     p.add_argument("-o", "--output", required=True, help="where to write the compressed model")
-    _calibration_args(p)
+    _calibration_args(p, has_data=False)
     p.add_argument("--preprocess", metavar="SPEC", help=PREPROCESS_HELP)
     p.add_argument("--save-policy", help="also write the policy that was applied (JSON)")
     p.add_argument("--no-reconstruct", action="store_true",
@@ -103,7 +113,7 @@ def _bench(sub) -> None:
     p.add_argument("--no-data", action="store_true", help="latency and size only (random input)")
     p.add_argument("--eval-samples", type=int, help="evaluate on the first N samples only")
     _metric_args(p)
-    p.add_argument("--fgsm", type=float, metavar="EPS",
+    p.add_argument("--fgsm", type=_non_negative, metavar="EPS",
                    help="also report quality under an FGSM attack of this size, crafted on "
                         "the first model (transfer attack; needs torch)")
     _runtime_args(p, runs=BENCH_RUNS)
@@ -252,13 +262,13 @@ def _device(sub) -> None:
     d.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; anything else is reachable "
                         "without authentication)")
-    d.add_argument("--port", type=int, default=9090, help="first port to try (default 9090)")
+    d.add_argument("--port", type=_port, default=9090, help="first port to try (default 9090)")
     d.add_argument("--tracker", metavar="HOST:PORT", help="tracker to register with")
     d.add_argument("--key", default="", help="device key hosts ask the tracker for")
     d.set_defaults(run=commands.device_serve)
     d = dsub.add_parser("tracker", help="run a TVM RPC tracker (the queue of devices by key)")
     d.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    d.add_argument("--port", type=int, default=9190, help="first port to try (default 9190)")
+    d.add_argument("--port", type=_port, default=9190, help="first port to try (default 9190)")
     d.set_defaults(run=commands.device_tracker)
 
 
@@ -342,11 +352,14 @@ def _metric_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preprocess", metavar="SPEC", help=PREPROCESS_HELP)
 
 
-def _calibration_args(p: argparse.ArgumentParser, with_method: bool = True) -> None:
+def _calibration_args(p: argparse.ArgumentParser, with_method: bool = True,
+                      has_data: bool = True) -> None:
+    default = (f"{DEFAULT_CALIBRATION} for the bundled data, else the --data set" if has_data
+               else f"{DEFAULT_CALIBRATION}, which fits the bundled models")
     p.add_argument("--calibration",
-                   help=f"calibration data for quantization and reconstruction, in the forms "
-                        f"--data takes; only --calibration-samples of it are read (default: "
-                        f"{DEFAULT_CALIBRATION} for the bundled data, else the --data set)")
+                   help=f"calibration data for quantization and reconstruction: "
+                        f"{DATA_FORMATS}; only --calibration-samples of it are read "
+                        f"(default: {default})")
     p.add_argument("--calibration-samples", type=int, default=RunConfig.calibration_samples,
                    help="samples used to calibrate (default: %(default)s)")
     if with_method:
@@ -363,6 +376,26 @@ def _runtime_args(p: argparse.ArgumentParser, runs: int) -> None:
                    help="threads, overriding the target's (cpu-ort: 1, stable on shared machines)")
     p.add_argument("--runs", type=int, default=runs,
                    help="timed runs per model after warm-up (default %(default)s)")
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"a number >= 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port (1-65535), got {text!r}")
+    return value
 
 
 def _lr(text: str) -> float | str:

@@ -27,13 +27,12 @@ from dataclasses import dataclass, field
 import onnx
 
 from onnxamc.errors import ModelError
+from onnxamc.graph.checks import MIN_IR_VERSION, MIN_OPSET, STANDARD_DOMAINS, all_nodes
 
-MIN_OPSET = 13
 # onnx's reference evaluator (which the optimizer folds with) has DequantizeLinear from
 # opset 19 on: a model with weight-only DequantizeLinear to fold is upgraded that far.
 DEQUANTIZE_FOLD_OPSET = 19
 MARKER = "onnxamc.normalized"
-STANDARD_DOMAINS = ("", "ai.onnx")
 # onnxruntime's own operators: it runs them (bench, latency), nothing folds inside them.
 RUNTIME_DOMAINS = ("com.microsoft",)
 # Ops whose all-constant results are weights: folded whatever their size.
@@ -127,7 +126,7 @@ def check_domains(model: onnx.ModelProto) -> None:
     from onnxamc.graph.rules import rule_table
 
     known = {(f.domain, f.name) for f in model.functions} | set(rule_table())
-    for node in _all_nodes(model.graph):
+    for node in all_nodes(model.graph):
         if node.domain not in STANDARD_DOMAINS + RUNTIME_DOMAINS \
                 and (node.domain, node.op_type) not in known:
             raise ModelError(f"op {node.op_type} of domain {node.domain!r} (node "
@@ -199,6 +198,12 @@ def upgrade_opset(model: onnx.ModelProto, minimum: int = MIN_OPSET) -> onnx.Mode
 
     try:
         upgraded = version_converter.convert_version(model, minimum)
+        if upgraded.ir_version < MIN_IR_VERSION:  # IR 3 lists weights among the inputs
+            weights = {i.name for i in upgraded.graph.initializer}
+            inputs = [v for v in upgraded.graph.input if v.name not in weights]
+            del upgraded.graph.input[:]
+            upgraded.graph.input.extend(inputs)
+            upgraded.ir_version = MIN_IR_VERSION
         onnx.checker.check_model(upgraded)
     except Exception as exc:
         raise ModelError(f"the model's opset {opset} cannot be upgraded to {minimum} by "
@@ -309,14 +314,6 @@ def _opset(model: onnx.ModelProto) -> int:
 def _real_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     inits = {i.name for i in model.graph.initializer}
     return [v for v in model.graph.input if v.name not in inits]
-
-
-def _all_nodes(graph: onnx.GraphProto):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                yield from _all_nodes(sub)
 
 
 def _static_share(model: onnx.ModelProto) -> float:

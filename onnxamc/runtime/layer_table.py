@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,11 +93,10 @@ class LayerTable:
         return meter.time([meter.prepare(sub, feed)], feed, self.warmup, self.runs)[0].median_ms
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"target": self.target.name, "entries": self.entries},
-                                  indent=1, sort_keys=True))
-        tmp.replace(self.path)
+        from onnxamc.files import write_text
+
+        write_text(self.path, json.dumps({"target": self.target.name, "entries": self.entries},
+                                         indent=1, sort_keys=True))
 
 
 def layer_models(model: onnx.ModelProto):

@@ -10,6 +10,9 @@ import onnx
 from onnxamc.runtime.latency import LatencyStats, measure_interleaved
 
 DEFAULT_THREADS = 1
+# onnxruntime's own log: errors (they also arrive as exceptions); the CLI, whose errors are
+# one line each, raises it to fatal only.
+LOG_SEVERITY = 3
 
 
 def make_session(model: onnx.ModelProto | bytes | str, threads: int = DEFAULT_THREADS,
@@ -23,7 +26,7 @@ def make_session(model: onnx.ModelProto | bytes | str, threads: int = DEFAULT_TH
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    options.log_severity_level = LOG_SEVERITY
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     return ort.InferenceSession(model, options,

@@ -67,10 +67,9 @@ class SensitivityTable:
                 "drops": self.drops, "bits": self.bits, "meta": self.meta}
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        from onnxamc.files import write_text
+
+        return write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, data: Any) -> "SensitivityTable":

@@ -3,6 +3,7 @@ action on one layer at a time)."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -77,7 +78,10 @@ def sensitivity(run: Run, actions: dict[str, dict[str, Any]],
                for label, fields in actions.items()}
     unknown = sorted(set(layers or ()) - set(context.layer_ops))
     if unknown:
-        raise PolicyError(f"not layers of this model: {', '.join(unknown)}")
+        close = difflib.get_close_matches(unknown[0], list(context.layer_ops), 3, 0.6)
+        raise PolicyError(f"not layers of this model: {', '.join(unknown)}"
+                          + (f"; did you mean {', '.join(close)}?" if close else
+                             f" (layers: {', '.join(context.layer_ops)})"))
     evaluator = run.evaluator()
     reference = evaluator.reference_metrics
     table = SensitivityTable(context.fingerprint, reference.quality, reference.metric,

@@ -10,12 +10,16 @@ from typing import Any
 import onnx
 
 from onnxamc.config import RecoveryConfig, SearchConfig
-from onnxamc.files import check_writable
+from onnxamc.errors import DataError, warn
 from onnxamc.graph.model import save_model
 from onnxamc.metrics import Metrics
 from onnxamc.policy import Policy
+from onnxamc.workflows import preflight
+from onnxamc.workflows.recovering import UNLABELLED
 from onnxamc.workflows.run import Run
 from onnxamc.workflows.searching import SearchOutcome, search
+
+SLOWER = 1.10  # latency ratio above which a given policy's model is called slower (noise: ~5%)
 
 
 @dataclass
@@ -56,9 +60,8 @@ def compress(run: Run, search_config: SearchConfig, recovery: RecoveryConfig, ou
              policy: Policy | None = None, verify_data: Any = None, report: bool = True,
              report_dir: Path | None = None) -> CompressOutcome:
     """Search (or apply `policy`), recover with training data, verify, report."""
-    check_writable(output)
-    if recovery.train_data is not None:
-        run.load(recovery.train_data, limit=1)  # a missing data source fails now, not later
+    report_dir = (report_dir or output.with_name(output.stem + "-report")) if report else None
+    _preflight(run, recovery, output, report_dir, policy)
     verify = run.load(verify_data) if verify_data is not None else run.held_out
     if policy is not None:
         result = _apply_given(run, policy, output)
@@ -78,17 +81,39 @@ def compress(run: Run, search_config: SearchConfig, recovery: RecoveryConfig, ou
         evaluator = run.evaluator(verify, runs=run.config.verify_runs)
         measured = evaluator.compare([result.models[l] for l in labels[1:]])
         result.before_after, result.verified_on = dict(zip(labels, measured)), verify.name
-    if report:
+    if report_dir is not None:
         result.report = _report(run, result, output, report_dir, chosen_on)
     return result
+
+
+def _preflight(run: Run, recovery: RecoveryConfig, output: Path, report_dir: Path | None,
+               policy: Policy | None) -> None:
+    """What compress needs besides the search's own checks, before the search: its
+    outputs, the report's plotting package, the training packages and data, a given
+    policy that fits the model."""
+    preflight.check_outputs(output, output.with_suffix(".policy.json"))
+    if report_dir is not None:
+        preflight.require("the report (--no-report skips it)", ["matplotlib"], "report")
+        preflight.check_report_folder(report_dir)
+    if recovery.train_data is not None:
+        preflight.require("training recovery (--train-data)", preflight.TRAINING_NEEDS,
+                          "train")
+        sample = run.load(recovery.train_data, limit=1)  # a missing source fails now
+        if not sample.has_labels and (recovery.lr == "auto" or recovery.distill_trials):
+            raise DataError(UNLABELLED)
+    if policy is not None:
+        policy.validate(run.context.layer_ops, run.context.fingerprint)
 
 
 def _apply_given(run: Run, policy: Policy, output: Path) -> CompressOutcome:
     """Compress with a policy the user gives (no search): apply, measure against the
     original in the same run, write the model and the policy."""
-    policy.validate(run.context.layer_ops, run.context.fingerprint)
     compressed = run.apply(policy)
     original, measured = run.evaluator(runs=run.config.verify_runs).compare([compressed])
+    if (measured.latency_ratio or 0) > SLOWER:
+        warn(f"the given policy's model is slower than the original (latency "
+             f"x{measured.latency_ratio:.2f}, measured side by side on "
+             f"{run.target.name}); written all the same")
     policy.fingerprint, policy.model_name = run.context.fingerprint, run.context.name
     policy.meta = {**policy.meta, "confirmed": measured.to_dict()}
     return CompressOutcome(None, save_model(compressed, output),
@@ -119,10 +144,9 @@ def _recover(run: Run, result: CompressOutcome, recovery: RecoveryConfig,
     keep_better(recovered, result.model_path)
 
 
-def _report(run: Run, result: CompressOutcome, output: Path, report_dir, chosen_on):
+def _report(run: Run, result: CompressOutcome, output: Path, directory: Path, chosen_on):
     from onnxamc.report import write_report
 
-    directory = Path(report_dir) if report_dir else output.with_name(output.stem + "-report")
     found = result.search
     return write_report(directory, found.result.study if found else None, result.policy,
                         run.context.info.layers, result.before_after,

@@ -24,6 +24,8 @@ from onnxamc.workflows.run import Run
 
 RECOVERY_VAL_SAMPLES = 2000  # enough to rank the trials, cheap enough to score each one
 FLOAT_ACTIONS = ("remove", "prune", "low-rank", "sparsity")
+UNLABELLED = ("choosing the learning rate or distillation rates needs labelled training "
+              "data: give --lr and no --distill-trials")
 
 
 @dataclass
@@ -55,8 +57,7 @@ def recover(run: Run, policy: Policy, compressed: onnx.ModelProto, config: Recov
     searched = None
     if config.lr == "auto" or config.distill_trials:
         if val.labels is None:
-            raise DataError("choosing the learning rate or distillation rates needs labelled "
-                            "training data: give --lr and no --distill-trials")
+            raise DataError(UNLABELLED)
         searched = _search_settings(run, policy, float_model, train_set, val, settings, config,
                                     storage, study_name)
         settings.lr = searched.lr

@@ -13,6 +13,7 @@ from onnxamc.policy import Policy
 from onnxamc.search import open_storage, parse_objective
 from onnxamc.search.results import chosen_trial
 from onnxamc.search.space import SearchSpace
+from onnxamc.workflows import preflight
 from onnxamc.workflows.run import Run
 from onnxamc.workflows.searching import search_slots
 
@@ -22,6 +23,8 @@ def report(storage: str | Path, directory: str | Path, run: Run, study: str | No
     """Pareto plot, history, policy chart and importances of a stored study."""
     from onnxamc.report import write_report
 
+    preflight.check_report_folder(directory)
+    preflight.require("the report", ["matplotlib"], "report")
     if "://" not in str(storage) and not Path(storage).is_file():
         raise SearchError(f"no study storage at {str(storage)!r}")
     store = open_storage(storage, create=False)

@@ -12,7 +12,6 @@ nothing, on which results are reported.
 
 from __future__ import annotations
 
-import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,14 @@ import onnx
 from onnxamc.actions import apply_policy
 from onnxamc.config import DEFAULT_CALIBRATION, RunConfig
 from onnxamc.data import Data, Dataset, load_data
-from onnxamc.errors import DataError
+from onnxamc.errors import DataError, warn
 from onnxamc.evaluate import Evaluator
 from onnxamc.graph import load_model
+from onnxamc.graph.checks import check_runnable
 from onnxamc.graph.context import ModelContext
 from onnxamc.models import bundled_model_path
 from onnxamc.policy import Policy
+from onnxamc.runtime.limits import onnxruntime_limits
 from onnxamc.runtime.target import Target, load_target
 
 CALIBRATION_BATCH = 32
@@ -51,6 +52,8 @@ class Run:
     def __init__(self, model: ModelLike | ModelContext, config: RunConfig | None = None):
         self.context = load_context(model)
         self.config = config or RunConfig()
+        # a model this onnxruntime cannot load is one line now, not a traceback later
+        check_runnable(self.context.model, onnxruntime_limits())
 
     @property
     def model(self) -> onnx.ModelProto:
@@ -136,8 +139,8 @@ class Run:
         reconstruct = self.config.reconstruct if reconstruct is None else reconstruct
         prunes = any(a.keep < 1 for a in policy.layers.values())
         if prunes and reconstruct and not self._has_calibration():
-            print("onnxamc: warning: no calibration data fits the model: pruned layers are "
-                  "not refit (accuracy may drop sharply; give --calibration)", file=sys.stderr)
+            warn("no calibration data fits the model: pruned layers are not refit "
+                 "(accuracy may drop sharply; give --calibration)")
             reconstruct = False
         feeds = self.calibration_feeds if calibration_samples is None else \
             (lambda: self.calibration_feeds(calibration_samples))

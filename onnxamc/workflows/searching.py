@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+from optuna.trial import TrialState
 
 from onnxamc.actions import SEARCHABLE
 from onnxamc.config import SearchConfig
-from onnxamc.errors import OnnxAmcError, SearchError
-from onnxamc.files import check_writable
+from onnxamc.errors import OnnxAmcError, SearchError, warn
 from onnxamc.graph.context import ModelContext
 from onnxamc.graph.model import save_model
 from onnxamc.metrics import Metrics
@@ -29,7 +29,8 @@ from onnxamc.search import (LayerSlot, SearchResult, SearchSpace, make_sampler, 
                             parse_objective, run_search)
 from onnxamc.search.fidelity import make_pruner
 from onnxamc.search.results import candidates, choose, record_choice
-from onnxamc.workflows.candidates import TrialEvaluator, build_candidate
+from onnxamc.workflows import preflight
+from onnxamc.workflows.candidates import TrialEvaluator
 from onnxamc.workflows.run import Run
 
 CONFIRM_SHARE = 0.2  # of --timeout kept for re-measuring the best and writing them
@@ -100,7 +101,9 @@ def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
     """Search per-layer policies, confirm the best by measuring again, write the result."""
     start = time.monotonic()
     plan = plan_search(run, config, output)  # what can be refused, before any measurement
-    check_writable(output)
+    preflight.check_search(config, plan.space)
+    preflight.check_outputs(output, output.with_suffix(".policy.json"),
+                            preflight.journal_path(plan.storage))
     seeds = _seeds(run, config, plan.space)  # a rejected seed fails before any storage exists
     evaluator = run.evaluator(measure_energy=False, allow_emulated=config.allow_emulated)
     reference = evaluator.reference_metrics
@@ -122,6 +125,7 @@ def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
                             bound=plan.bound.text if plan.bound else None)
     if result.policy is None:
         return outcome
+    _refuse_if_nothing_built(result.study, plan.space)
     deadline = None if config.timeout is None else start + config.timeout
     chosen, model, (outcome.original, outcome.compressed), result.feasible = \
         confirm(run, result, plan.goal, plan.space, trial_evaluator, deadline)
@@ -133,7 +137,25 @@ def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
                                                chosen, outcome), model
     outcome.model_path = save_model(model, output)
     outcome.policy_path = outcome.policy.save(output.with_suffix(".policy.json"))
+    if not result.feasible:
+        rule = outcome.policy.meta.get("pick")
+        warn(f"no policy on the front meets --pick {rule}; wrote the closest one"
+             if rule else f"no policy met the objective ({plan.goal.describe()}); wrote the "
+             "closest one")
     return outcome
+
+
+def _refuse_if_nothing_built(study, space: SearchSpace) -> None:
+    """The original is no result: when every candidate failed to build or run and only
+    the original (the identity policy) was measured, stop with the first reason."""
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
+    built = [t for t in trials if t.state == TrialState.COMPLETE
+             and not space.policy_from_params(t.params).is_identity]
+    if failed and not built:
+        raise SearchError(f"every candidate failed to build or run ({len(failed)} of "
+                          f"{len(trials)} trials; only the original was measured); the "
+                          f"first: {failed[0].user_attrs['error']}")
 
 
 def _objective(config: SearchConfig, quality=None, reference: float | None = None):
@@ -356,4 +378,4 @@ def _predictor(config: SearchConfig, space: SearchSpace, run: Run):
     return AccuracyPredictor(space, seed=run.config.seed)
 
 
-__all__ = ["SearchOutcome", "build_candidate", "confirm", "search", "search_slots"]
+__all__ = ["SearchOutcome", "confirm", "search", "search_slots"]
