@@ -30,7 +30,7 @@ from onnxamc.metrics import Metrics
 from onnxamc.policy import LayerAction, Policy, parse_uniform, uniform_policy as _uniform
 from onnxamc.workflows import benching, compressing, preflight, reporting, searching
 from onnxamc.workflows.compressing import CompressOutcome
-from onnxamc.workflows.run import ModelLike, Run, load_context
+from onnxamc.workflows.run import ModelLike, Run, input_shapes_of, load_context
 from onnxamc.workflows.searching import SearchOutcome
 
 DataLike = Any  # see onnxamc.data.load_data
@@ -75,12 +75,13 @@ def data_for(model: ModelLike, data: DataLike, limit: int | None = None, **optio
     return Run(model, config).load(data, limit)
 
 
-def uniform_policy(model: ModelLike, spec: str | dict[str, Any]) -> Policy:
+def uniform_policy(model: ModelLike, spec: str | dict[str, Any],
+                   input_shapes: Any = None) -> Policy:
     """The same action on every layer that can take it: `"keep=0.5,bits=8"` or a dict
     (`bits=8` alone takes, per layer, the int8 form that pays for its op); a PolicyError
     if it asks something and no layer can take it."""
     values = parse_uniform(spec) if isinstance(spec, str) else dict(spec)
-    context = load_context(model)
+    context = load_context(model, input_shapes_of(input_shapes))
     policy = _uniform(context, values)
     if policy.is_identity and not LayerAction.from_dict(dict(values), "uniform").is_identity:
         raise PolicyError(f"no layer of {context.name} can take {spec} (its layers: "

@@ -52,6 +52,7 @@ class RunConfig:
     importance: str = "l1"
     reconstruct: bool = True  # refit pruned layers by least squares on calibration data
     max_spread: float = 0.05  # a latency ratio's interval wider than ±5%: measured again, flagged
+    input_shapes: Any = None  # {input: dims} or ["NAME:D1,D2,..."]: dynamic dims fixed at load
 
     def __post_init__(self):
         for name, what in (("calibration_samples", "calibration data"),

@@ -78,3 +78,25 @@ def test_dynamic_models_take_their_shape_and_random_data(zoo_model):
     assert spec.shape == shape
     data = load_data("random:3", [spec])
     assert data.inputs[name].shape == (3, *shape[1:]) and data.batch == 1
+
+
+def test_every_command_takes_the_input_shape(tmp_path, capsys):
+    """Issue 12: a model with dynamic height and width could not be benchmarked or
+    searched on random data; --input-shape fixes the dimensions in every command."""
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(handmade.tf_same_padding(), path)  # x: [1, 3, height, width]
+    assert cli.main(["bench", str(path), "--data", "random:4", "--runs", "3"]) == 2
+    assert "--input-shape" in capsys.readouterr().err
+    shape = ["--input-shape", "x:1,3,32,32"]
+    assert cli.main(["bench", str(path), "--data", "random:4", "--runs", "3", *shape]) == 0
+    out = tmp_path / "pruned.onnx"
+    assert cli.main(["apply", str(path), "--uniform", "keep=0.5", "--calibration", "random:4",
+                     "-o", str(out), *shape]) == 0, capsys.readouterr().err
+    (spec,) = model_inputs(onnx.load(str(out)))
+    assert spec.shape == (1, 3, 32, 32)
+    code = cli.main(["search", str(path), "--data", "random:8", "--trials", "2", "--runs", "3",
+                     "--verify-runs", "3", "--latency", "0.9", "--no-progress",
+                     "-o", str(tmp_path / "searched.onnx"), *shape])
+    assert code == 0, capsys.readouterr().err
+    (spec,) = model_inputs(onnx.load(str(tmp_path / "searched.onnx")))
+    assert spec.shape == (1, 3, 32, 32)

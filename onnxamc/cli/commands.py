@@ -40,13 +40,13 @@ def export(args) -> int:
 def apply(args) -> int:
     from onnxamc import api
 
-    policy = api.uniform_policy(args.model, args.uniform) if args.uniform \
+    policy = api.uniform_policy(args.model, args.uniform, args.input_shape) if args.uniform \
         else api.load_policy(args.policy)
     options = dict(calibration=args.calibration, calibration_samples=args.calibration_samples,
                    calibration_method=args.calibration_method,
                    reconstruct=not args.no_reconstruct, channel_multiple=args.channel_multiple,
                    importance=args.importance, preprocess=args.preprocess,
-                   policy_output=args.save_policy)
+                   input_shapes=args.input_shape, policy_output=args.save_policy)
     if args.uniform and args.latency_guard and any(a.bits == 8 for a in policy.layers.values()):
         print(api.apply_guarded(args.model, policy, args.output, **options)[1])
     else:
@@ -61,7 +61,8 @@ def bench(args) -> int:
     results = api.bench(args.models, None if args.no_data else args.data,
                         fgsm_epsilon=args.fgsm, layer_table=args.layer_table,
                         eval_samples=args.eval_samples, threads=args.threads, runs=args.runs,
-                        target=args.target, metric=args.metric, preprocess=args.preprocess)
+                        target=args.target, metric=args.metric, preprocess=args.preprocess,
+                        input_shapes=args.input_shape)
     if args.json:
         print(json.dumps([{"model": m, **r.to_dict()} for m, r in zip(args.models, results)],
                          indent=2))
@@ -96,14 +97,19 @@ def search(args) -> int:
 def compress(args) -> int:
     from onnxamc import api
 
+    options = _search_options(args)
+    export_shape = None
+    if api.is_torch_entry(args.model):  # --input-shape is the export shape
+        export_shape = args.input_shape[-1] if args.input_shape else None
+        options["input_shapes"] = None
     try:
         outcome = api.compress(
-            args.model, args.data, args.output, policy=args.policy, input_shape=args.input_shape,
+            args.model, args.data, args.output, policy=args.policy, input_shape=export_shape,
             weights=args.weights, verify_data=args.verify_data, report=not args.no_report,
             report_dir=args.report_dir, train_data=args.train_data, epochs=args.epochs,
             train_seconds=args.train_seconds, lr=args.lr, distill=args.distill,
             feature_distill=args.feature_distill, distill_trials=args.distill_trials,
-            trial_steps=args.trial_steps, qat=not args.no_qat, **_search_options(args))
+            trial_steps=args.trial_steps, qat=not args.no_qat, **options)
     except KeyboardInterrupt:
         return _interrupted()
     if outcome.search is not None and not _print_search(outcome.search):
@@ -158,7 +164,7 @@ def sensitivity(args) -> int:
                             calibration_samples=args.calibration_samples,
                             calibration_method=args.calibration_method, threads=args.threads,
                             progress=args.progress, metric=args.metric,
-                            preprocess=args.preprocess)
+                            preprocess=args.preprocess, input_shapes=args.input_shape)
     if args.output:
         table.save(args.output)
     print(json.dumps(table.to_dict(), indent=2) if args.json else table.format())
@@ -214,7 +220,8 @@ def _search_options(args) -> dict:
                 verify_runs=args.verify_runs, allow_emulated=args.allow_emulated,
                 workers=args.workers, pruner=args.pruner, profile=args.profile,
                 metric=args.metric, preprocess=args.preprocess, min_quality=args.min_quality,
-                validation_split=args.validation_split, select_data=args.select_data)
+                validation_split=args.validation_split, select_data=args.select_data,
+                input_shapes=args.input_shape)
 
 
 def _interrupted() -> int:

@@ -72,7 +72,8 @@ def _inspect(sub) -> None:
 def _input_shape_arg(p) -> None:
     p.add_argument("--input-shape", action="append", metavar="NAME:DIMS",
                    help="fix an input's shape, e.g. images:1,3,640,640 (repeatable; dynamic "
-                        "dimensions are replaced and shapes re-inferred)")
+                        "dimensions are replaced and shapes re-inferred; for compress of a "
+                        "torch entry point, its export shape, e.g. 1,3,224,224)")
 
 
 def _apply(sub) -> None:
@@ -87,6 +88,7 @@ def _apply(sub) -> None:
     src.add_argument("--uniform", help="the same action on every layer that can take it, "
                      "e.g. sparsity=0.5,bits=8 or keep=0.5 or rank=0.5")
     p.add_argument("-o", "--output", required=True, help="where to write the compressed model")
+    _input_shape_arg(p)
     _calibration_args(p, has_data=False)
     p.add_argument("--preprocess", metavar="SPEC", help=PREPROCESS_HELP)
     p.add_argument("--save-policy", help="also write the policy that was applied (JSON)")
@@ -110,6 +112,7 @@ def _bench(sub) -> None:
                                    "runs are interleaved in one process with a fixed thread count.")
     p.add_argument("models", nargs="+", help="ONNX files; the first is the baseline")
     p.add_argument("--data", default=RunConfig.data, help=DATA_HELP)
+    _input_shape_arg(p)
     p.add_argument("--no-data", action="store_true", help="latency and size only (random input)")
     p.add_argument("--eval-samples", type=int, help="evaluate on the first N samples only")
     _metric_args(p)
@@ -161,7 +164,6 @@ def _compress(sub) -> None:
                                    "model, the policy JSON and a report (HTML, markdown, PNG).")
     p.add_argument("model", nargs="?",
                    help=MODEL_HELP + ", or a torch entry point package.module:factory")
-    p.add_argument("--input-shape", help="input shape for a torch entry point, e.g. 1,3,224,224")
     p.add_argument("--weights", help="state_dict for a torch entry point")
     p.add_argument("--policy", metavar="JSON", help="apply this policy instead of searching "
                    "(then recover, verify and report as usual)")
@@ -231,6 +233,7 @@ def _sensitivity(sub) -> None:
                    help="an extra action as policy fields, e.g. bits=4,granularity=per-block,"
                         "block_size=64 (repeatable)")
     p.add_argument("--layers", help="comma-separated layer names (default: all)")
+    _input_shape_arg(p)
     p.add_argument("--eval-samples", type=int, help="evaluate on the first N samples only")
     _metric_args(p)
     p.add_argument("-o", "--output", help="write the table as JSON to this file")
@@ -275,6 +278,7 @@ def _device(sub) -> None:
 def _search_args(p: argparse.ArgumentParser) -> None:
     d = SearchConfig
     p.add_argument("--data", default=RunConfig.data, help=DATA_HELP)
+    _input_shape_arg(p)
     goal = p.add_mutually_exclusive_group()
     goal.add_argument("--latency", type=float, metavar="RATIO",
                       help="latency budget as a ratio of the original's, whatever the metric "

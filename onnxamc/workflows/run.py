@@ -48,10 +48,19 @@ def load_context(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | No
     return ModelContext(load_model(source, input_shapes), name)
 
 
+def input_shapes_of(given: Any) -> dict[str, tuple[int, ...]] | None:
+    """`input_shapes` as a dict: given so, or as the CLI's "NAME:D1,D2,..." strings."""
+    if not given or isinstance(given, dict):
+        return given or None
+    from onnxamc.graph import parse_input_shapes
+
+    return parse_input_shapes([given] if isinstance(given, str) else list(given))
+
+
 class Run:
     def __init__(self, model: ModelLike | ModelContext, config: RunConfig | None = None):
-        self.context = load_context(model)
         self.config = config or RunConfig()
+        self.context = load_context(model, input_shapes_of(self.config.input_shapes))
         # a model this onnxruntime cannot load is one line now, not a traceback later
         check_runnable(self.context.model, onnxruntime_limits())
 
