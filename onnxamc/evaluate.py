@@ -171,7 +171,7 @@ class Evaluator:
         up to `remeasure` times, not past the deadline), then flagged as uncertain."""
         timed = [c for c in candidates if c.prepared is not None and c.model is not
                  self.reference.model]
-        if timed:
+        if timed or self.reference_metrics.latency is None:  # bench of one model: itself
             self._time_measured(timed, runs, remeasure)
         for c in candidates:
             if c.model is self.reference.model:
@@ -235,11 +235,11 @@ class Evaluator:
 
     def _as_reference(self, candidate: Candidate) -> None:
         """The unchanged model: its ratio is 1 by construction, never measured."""
-        m = candidate.metrics
-        m.latency = self.reference_metrics.latency
+        m, reference = candidate.metrics, self.reference_metrics
+        m.latency, m.device, m.emulated = reference.latency, reference.device, reference.emulated
         m.latency_interval = RatioInterval.exact().to_dict()
         m.latency_flags = []
-        m.relate_to(self.reference_metrics)
+        m.relate_to(reference)
         m.latency_ratio = 1.0
 
     def _prepare(self, model, metrics: Metrics) -> Prepared | None:

@@ -20,8 +20,10 @@ def installed_wheel(tmp_path_factory) -> Path:
     environment's site-packages through a .pth path (not a site dir, so this
     environment's editable onnxamc stays invisible)."""
     tmp = tmp_path_factory.mktemp("wheel")
+    env = _without_pythonpath()  # pip must not take the checkout on a path for installed
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "--no-build-isolation", "-w", str(tmp / "dist"), str(ROOT)], check=True)
+                    "--no-build-isolation", "-w", str(tmp / "dist"), str(ROOT)], check=True,
+                   env=env)
     wheel = next((tmp / "dist").glob("onnxamc-*.whl"))
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -30,8 +32,12 @@ def installed_wheel(tmp_path_factory) -> Path:
                           check=True, capture_output=True, text=True).stdout.strip()
     (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-                    "--no-deps", str(wheel)], check=True)
+                    "--no-deps", str(wheel)], check=True, env=env)
     return venv
+
+
+def _without_pythonpath() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 def test_every_package_is_listed_for_the_wheel():
@@ -47,7 +53,7 @@ def test_every_package_is_listed_for_the_wheel():
 
 def test_wheel_runs_the_default_job_from_another_directory(installed_wheel, tmp_path):
     python = installed_wheel / "bin" / "python"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the wheel's, only
+    env = _without_pythonpath()  # the wheel's onnxamc, only
     found = subprocess.run([python, "-c", "import onnxamc, onnxamc.models as m; "
                             "print(onnxamc.__file__); print(m.BUNDLED['resnet20'])"],
                            cwd=tmp_path, capture_output=True, text=True, env=env)

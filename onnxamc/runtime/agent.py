@@ -153,18 +153,27 @@ def serve(host: str = "127.0.0.1", port: int = 9090, port_end: int = 9199,
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         warnings.warn(NO_AUTH_WARNING.format(host=host, port=port), stacklevel=2)
-    _share_import_path()
-    with _children_ignore_sigint():
+    with _children_ignore_sigint(), _import_path_shared():
         return rpc.Server(host, port, port_end, tracker_addr=tracker, key=key, silent=silent,
                           server_init_callback=register_functions)
 
 
-def _share_import_path() -> None:
-    """The server runs in a fresh Python process: let it import this very onnxamc."""
+@contextlib.contextmanager
+def _import_path_shared():
+    """The server runs in a fresh Python process: let it import this very onnxamc
+    (PYTHONPATH while it starts, then as it was: the caller's environment is its own)."""
     here = str(Path(__file__).resolve().parents[2])
-    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    before = os.environ.get("PYTHONPATH")
+    paths = (before or "").split(os.pathsep)
     if here not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([here, *[p for p in paths if p]])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def start_tracker(host: str = "127.0.0.1", port: int = 9190, port_end: int = 9199,
