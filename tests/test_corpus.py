@@ -19,25 +19,10 @@ from corpus.cases import CASES
 from corpus.inputs import build_inputs
 from corpus.runner import run_case
 
-# Rows the other helpers' branches fix (issue 13: data, issue 14: search and storage).
-# Strict: when such a branch lands, the row passes and this test says to drop its id here.
-PENDING = {
-    **dict.fromkeys(["bench-data-empty-array", "bench-data-nan", "bench-data-inf",
-                     "bench-data-labels-too-big", "bench-data-labels-negative",
-                     "bench-data-labels-nan", "bench-data-random-zero",
-                     "apply-calibration-nan", "apply-calibration-empty",
-                     "search-labels-too-big", "search-data-nan"], "issue 13 helper (data)"),
-    **dict.fromkeys(["search-warm-start-missing", "search-sensitivity-missing",
-                     "search-storage-torn-journal", "search-pareto-on-single-objective-study"],
-                    "issue 14 helper (search and storage)"),
-}
-
 
 def _params():
     for case in CASES:
         marks = []
-        if case.id in PENDING:
-            marks.append(pytest.mark.xfail(strict=True, reason=PENDING[case.id]))
         if not case.root_ok:
             marks.append(pytest.mark.skipif(os.geteuid() == 0,
                                             reason="permission bits mean nothing to root"))
@@ -55,11 +40,9 @@ def test_corpus_case(case, corpus_inputs, tmp_path):
     assert outcome.kind == "clean", outcome.describe()
 
 
-def test_every_pending_row_is_a_case_of_another_helper():
-    owners = {case.id: case.owner for case in CASES}
-    assert set(PENDING) <= set(owners)
-    assert all(owners[i] in ("13", "14") for i in PENDING)
-    assert len(owners) == len(CASES), "case ids must be unique"
+def test_case_ids_are_unique():
+    ids = [case.id for case in CASES]
+    assert len(set(ids)) == len(ids)
 
 
 # --- what misled without an error (issue 15) ----------------------------------------------

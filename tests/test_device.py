@@ -291,7 +291,23 @@ def _stops_cleanly(argv: list[str], host: str, send) -> None:
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr and "Error" not in stderr, stderr
     assert " stopped (SIG" in stderr.strip().splitlines()[-1], stderr  # TVM logs "bind to"
-    assert _port_is_free(host, port)
+    assert _port_freed(host, port), _holders(port)
+
+
+def _port_freed(host: str, port: int, seconds: float = 10.0) -> bool:
+    """The port free again, allowing the kernel its moment to reap what was killed."""
+    deadline = time.time() + seconds
+    while not _port_is_free(host, port):
+        if time.time() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _holders(port: int) -> list:
+    import psutil
+
+    return [(c.pid, c.status) for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port]
 
 
 @pytest.mark.parametrize("what", ["serve", "tracker"])

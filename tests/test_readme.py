@@ -39,7 +39,7 @@ SHORT = {  # appended to keep a run short: fewer trials, runs, samples, training
 }
 SHORT_DISTILL_TRIALS = "--distill-trials 2"  # for the example that searches 8
 OUTSIDE = {  # command prefix -> what its one-line error names (no board, no database here)
-    "onnxamc search --actions quant --storage postgresql://": "postgresql://user@host/db",
+    "onnxamc search model.onnx --data data.npz --calibration calib.npz --agent nsga2": "db-host",
     "onnxamc search model.onnx --latency 0.6 --target ./my-board.toml": "unreachable",
     "onnxamc bench model.onnx --target arm64-ort": "unreachable",
 }

@@ -129,8 +129,8 @@ def check_domains(model: onnx.ModelProto) -> None:
     for node in all_nodes(model.graph):
         if node.domain not in STANDARD_DOMAINS + RUNTIME_DOMAINS \
                 and (node.domain, node.op_type) not in known:
-            raise ModelError(f"op {node.op_type} of domain {node.domain!r} (node "
-                             f"{node.name or '?'}) is not standard ONNX; onnxamc reads "
+            raise ModelError(f"op {node.domain}:{node.op_type} (node {node.name or '?'}) "
+                             "is not standard ONNX; onnxamc reads "
                              "standard ONNX and onnxruntime (com.microsoft) ops, and ops "
                              "with a registered channel rule")
 

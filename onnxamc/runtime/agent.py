@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxamc.errors import OnnxAmcWarning
+
 TIME_ONNX = "onnxamc.agent.time_onnx"
 DESCRIBE = "onnxamc.agent.describe"
 RUN_ONNX = "onnxamc.agent.run_onnx"
@@ -152,7 +154,7 @@ def serve(host: str = "127.0.0.1", port: int = 9090, port_end: int = 9199,
     from tvm import rpc
 
     if host not in ("127.0.0.1", "localhost", "::1"):
-        warnings.warn(NO_AUTH_WARNING.format(host=host, port=port), stacklevel=2)
+        warnings.warn(NO_AUTH_WARNING.format(host=host, port=port), OnnxAmcWarning, stacklevel=2)
     with _children_ignore_sigint(), _import_path_shared():
         return rpc.Server(host, port, port_end, tracker_addr=tracker, key=key, silent=silent,
                           server_init_callback=register_functions)
@@ -182,7 +184,7 @@ def start_tracker(host: str = "127.0.0.1", port: int = 9190, port_end: int = 919
     from tvm.rpc.tracker import Tracker
 
     if host not in ("127.0.0.1", "localhost", "::1"):
-        warnings.warn(NO_AUTH_WARNING.format(host=host, port=port), stacklevel=2)
+        warnings.warn(NO_AUTH_WARNING.format(host=host, port=port), OnnxAmcWarning, stacklevel=2)
     with _children_ignore_sigint():
         return Tracker(host, port, port_end, silent=silent)
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import optuna
 
-from onnxamc.errors import SearchError, first_line
+from onnxamc.errors import SearchError, first_line, warn
 
 RDB_SCHEMES = ("sqlite://", "postgresql://", "postgresql+", "postgres://", "mysql://",
                "mysql+")
@@ -156,8 +155,8 @@ def repair_torn_tail(path: Path, backend) -> None:
                 raise SearchError(f"journal {str(path)!r} ends in a line longer than 64 KiB "
                                   "without a newline; it is damaged")
             f.truncate(keep)
-    print(f"onnxamc: repaired journal {path}: removed a torn last line ({size - keep} bytes, "
-          "a write cut off by a crash)", file=sys.stderr)
+    warn(f"repaired journal {path}: removed a torn last line ({size - keep} bytes, a write "
+         "cut off by a crash); the trials before it are kept")
 
 
 def _record(line: bytes) -> dict | None:
