@@ -256,7 +256,9 @@ def _children(pid: int) -> list:
 
 
 def _port_is_free(host: str, port: int) -> bool:
+    """A new server can listen on it (as servers do, past connections in TIME_WAIT)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

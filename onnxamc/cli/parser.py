@@ -276,58 +276,11 @@ def _device(sub) -> None:
 
 
 def _search_args(p: argparse.ArgumentParser) -> None:
-    d = SearchConfig
     p.add_argument("--data", default=RunConfig.data, help=DATA_HELP)
     _input_shape_arg(p)
-    goal = p.add_mutually_exclusive_group()
-    goal.add_argument("--latency", type=float, metavar="RATIO",
-                      help="latency budget as a ratio of the original's, whatever the metric "
-                           "(e.g. 0.6): the best quality within it")
-    goal.add_argument("--max-drop", type=float, metavar="DROP",
-                      help="largest quality drop from the original, in the metric's units: "
-                           "0.01 = 1 point of top1/top5/agreement/iou, 0.01 of cosine, 1 = "
-                           "1 dB of snr against labels, a rise of 0.01 in mse (default 0.01; "
-                           "snr against the original: at least 30 dB, see --min-quality; mse "
-                           "and your own metric have no default)")
-    goal.add_argument("--min-quality", type=float, metavar="Q",
-                      help="the worst quality allowed, in the metric's units (0.99 cosine, "
-                           "30 dB snr; for mse the largest): for fidelity metrics, where the "
-                           "original scores perfectly against itself (snr 100 dB)")
-    p.add_argument("--trials", type=int, default=d.trials,
-                   help="total trials of the study (default %(default)s)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this long")
-    p.add_argument("--actions", default=",".join(d.actions),
-                   help="actions to search, each with an optional range: "
-                        f"{searchable_help()} (default: %(default)s)")
-    p.add_argument("--agent", default=d.agent, choices=AGENTS,
-                   help="search agent (Optuna sampler; default %(default)s)")
-    p.add_argument("--objective", help=f"{', '.join(OBJECTIVES)} (default: constrained, by "
-                   "--latency or --max-drop; weighted takes :LAMBDA)")
-    p.add_argument("--pick", metavar="RULE", help="with --objective pareto: which policy of "
-                   "the front to write: drop<=D (fastest losing at most D, in the metric's "
-                   "units; default: --max-drop or --min-quality, or 0.01), latency<=R or "
-                   "size<=R (best quality within the ratio), knee")
-    p.add_argument("--sensitivity", metavar="JSON", help="per-layer sensitivity table "
-                   "(onnxamc sensitivity -o): its policies are tried first")
-    p.add_argument("--predictor", action="store_true",
-                   help="skip candidates a quality predictor expects to be far worse")
-    p.add_argument("--warm-start", metavar="POLICY", help="a policy JSON to try first")
-    p.add_argument("--warm-start-from", metavar="MODEL", help="the model --warm-start was "
-                   "found for: transfer it to this model's layers (type, relative depth)")
-    p.add_argument("--storage", help="journal file or database URL, e.g. "
-                   "postgresql://user@host/db: workers on several machines run the same "
-                   "command against it (default: OUTPUT.journal)")
-    p.add_argument("--study", help="study name (default: from the output name and objective)")
-    p.add_argument("--workers", type=int, default=d.workers,
-                   help="processes on this machine evaluating the study's trials; latency "
-                        "measurements still take turns (default %(default)s)")
-    p.add_argument("--pruner", default=d.pruner, choices=PRUNERS,
-                   help="stop unpromising trials early: quality on growing slices of the "
-                        "data compared by successive halving or Hyperband (default "
-                        "%(default)s)")
-    p.add_argument("--profile", action="store_true",
-                   help="print where a trial's time goes (build per action, sessions, "
-                        "quality, latency), in wall and CPU seconds")
+    _goal_args(p)
+    _agent_args(p)
+    _study_args(p)
     p.add_argument("-o", "--output", help="compressed model path (default: MODEL-compressed.onnx)")
     p.add_argument("--eval-samples", type=int, help="evaluate on the first N samples only")
     _metric_args(p)
@@ -349,6 +302,69 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                         "nothing; only to try the board workflow")
     _calibration_args(p, with_method=False)
     _runtime_args(p, runs=RunConfig.runs)
+
+
+def _goal_args(p: argparse.ArgumentParser) -> None:
+    """What the search optimises: the bound, the objective, the pick rule."""
+    goal = p.add_mutually_exclusive_group()
+    goal.add_argument("--latency", type=float, metavar="RATIO",
+                      help="latency budget as a ratio of the original's, whatever the metric "
+                           "(e.g. 0.6): the best quality within it")
+    goal.add_argument("--max-drop", type=float, metavar="DROP",
+                      help="largest quality drop from the original, in the metric's units: "
+                           "0.01 = 1 point of top1/top5/agreement/iou, 0.01 of cosine, 1 = "
+                           "1 dB of snr against labels, a rise of 0.01 in mse (default 0.01; "
+                           "snr against the original: at least 30 dB, see --min-quality; mse "
+                           "and your own metric have no default)")
+    goal.add_argument("--min-quality", type=float, metavar="Q",
+                      help="the worst quality allowed, in the metric's units (0.99 cosine, "
+                           "30 dB snr; for mse the largest): for fidelity metrics, where the "
+                           "original scores perfectly against itself (snr 100 dB)")
+    p.add_argument("--objective", help=f"{', '.join(OBJECTIVES)} (default: constrained, by "
+                   "--latency or --max-drop; weighted takes :LAMBDA)")
+    p.add_argument("--pick", metavar="RULE", help="with --objective pareto: which policy of "
+                   "the front to write: drop<=D (fastest losing at most D, in the metric's "
+                   "units; default: --max-drop or --min-quality, or 0.01), latency<=R or "
+                   "size<=R (best quality within the ratio), knee")
+
+
+def _agent_args(p: argparse.ArgumentParser) -> None:
+    """What the search tries, and how many."""
+    d = SearchConfig
+    p.add_argument("--trials", type=int, default=d.trials,
+                   help="total trials of the study (default %(default)s)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--actions", default=",".join(d.actions),
+                   help="actions to search, each with an optional range: "
+                        f"{searchable_help()} (default: %(default)s)")
+    p.add_argument("--agent", default=d.agent, choices=AGENTS,
+                   help="search agent (Optuna sampler; default %(default)s)")
+    p.add_argument("--sensitivity", metavar="JSON", help="per-layer sensitivity table "
+                   "(onnxamc sensitivity -o): its policies are tried first")
+    p.add_argument("--predictor", action="store_true",
+                   help="skip candidates a quality predictor expects to be far worse")
+    p.add_argument("--warm-start", metavar="POLICY", help="a policy JSON to try first")
+    p.add_argument("--warm-start-from", metavar="MODEL", help="the model --warm-start was "
+                   "found for: transfer it to this model's layers (type, relative depth)")
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    """Where the study lives, who works on it, how trials stop early."""
+    d = SearchConfig
+    p.add_argument("--storage", help="journal file or database URL, e.g. "
+                   "postgresql://user@host/db: workers on several machines run the same "
+                   "command against it (default: OUTPUT.journal)")
+    p.add_argument("--study", help="study name (default: from the output name and objective)")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="processes on this machine evaluating the study's trials; latency "
+                        "measurements still take turns (default %(default)s)")
+    p.add_argument("--pruner", default=d.pruner, choices=PRUNERS,
+                   help="stop unpromising trials early: quality on growing slices of the "
+                        "data compared by successive halving or Hyperband (default "
+                        "%(default)s)")
+    p.add_argument("--profile", action="store_true",
+                   help="print where a trial's time goes (build per action, sessions, "
+                        "quality, latency), in wall and CPU seconds")
 
 
 def _metric_args(p: argparse.ArgumentParser) -> None:
