@@ -79,18 +79,21 @@ class Plan:
     bound: object | None = None  # quality.bounds.Bound: the drop bound in the metric's units
 
 
-def plan_search(run: Run, config: SearchConfig, output: Path, evaluator=None) -> Plan:
+def plan_search(run: Run, config: SearchConfig, output: Path, evaluator=None,
+                space: SearchSpace | None = None) -> Plan:
     """The objective, space, storage and study name. With the run's evaluator, a drop
-    bound is read in the metric's units (its quality and the original's)."""
+    bound is read in the metric's units (its quality and the original's); a `space`
+    already built for this run is taken as it is."""
     quality = reference = None
     if evaluator is not None:
         quality, reference = evaluator.quality, evaluator.reference_metrics.quality
     goal, bound = _objective(config, quality, reference)
-    try:
-        space = SearchSpace(search_slots(run.context, run.target.runtime),
-                            list(config.actions), cost=run.context.cost)
-    except ValueError as exc:
-        raise SearchError(str(exc)) from None
+    if space is None:
+        try:
+            space = SearchSpace(search_slots(run.context, run.target.runtime),
+                                list(config.actions), cost=run.context.cost)
+        except ValueError as exc:
+            raise SearchError(str(exc)) from None
     storage = str(config.storage or output.with_suffix(".journal"))
     name = config.study or f"{output.stem}-{goal.label}" + (
         "" if run.target.name == "cpu-ort" else f"-{run.target.name}")
@@ -107,7 +110,7 @@ def search(run: Run, config: SearchConfig, output: Path) -> SearchOutcome:
     seeds = _seeds(run, config, plan.space)  # a rejected seed fails before any storage exists
     evaluator = run.evaluator(measure_energy=False, allow_emulated=config.allow_emulated)
     reference = evaluator.reference_metrics
-    plan = plan_search(run, config, output, evaluator)  # the bound in the metric's units
+    plan = plan_search(run, config, output, evaluator, plan.space)  # bound in metric units
     with _removed_if_unused(plan.storage):
         study = _open(run, config, plan)
         _check_metric(study, reference, plan.storage)
