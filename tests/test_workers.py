@@ -37,7 +37,10 @@ def _wait_for_trial_of(storage, pick, procs, timeout=300):
     study = None
     while time.time() < deadline:
         time.sleep(0.1)
-        assert all(p.poll() is None for p in procs), "a search ended before the kill"
+        ended = [p for p in procs if p.poll() is not None]
+        assert not ended, ("a search ended before the kill (exit "
+                           f"{ended and ended[0].returncode}): "
+                           f"{ended and ended[0].stderr.read()[-1500:]}")
         try:
             study = study or optuna.load_study(study_name="w", storage=open_storage(storage))
         except Exception:  # not created yet
@@ -130,14 +133,26 @@ def postgres(tmp_path):
         shutil.rmtree(root, ignore_errors=True)
 
 
+def test_workers_started_together_on_a_fresh_database_all_open_it(postgres):
+    """Six workers open one empty PostgreSQL database at the same instant: all create the
+    tables at once, the database lets one win, and every one of them opens the study
+    (before, four of six died with "relation studies already exists")."""
+    code = ("import sys, optuna; from onnxamc.search import open_storage; "
+            "optuna.create_study(storage=open_storage(sys.argv[1]), study_name='r', "
+            "load_if_exists=True)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, postgres], stderr=subprocess.PIPE,
+                              text=True) for _ in range(6)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+
+
 def test_two_machines_on_postgres_survive_a_killed_worker(tiny_cnn, tmp_path, postgres):
-    """The same command twice against one PostgreSQL study (as on two machines); one is
-    killed mid-trial; the other runs its trial again and the study's budget once."""
-    first = subprocess.Popen(_command(tiny_cnn, postgres, tmp_path / "a.onnx"),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)  # the study exists; the second joins it
-    second = subprocess.Popen(_command(tiny_cnn, postgres, tmp_path / "b.onnx"),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """The same command twice against one fresh PostgreSQL database, started together
+    (as a Job of two pods would: both create the tables and the study); one is killed
+    mid-trial; the other runs its trial again and the study's budget once."""
+    first, second = (subprocess.Popen(_command(tiny_cnn, postgres, tmp_path / name),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True) for name in ("a.onnx", "b.onnx"))
     try:
         number, pid = _wait_for_trial_of(postgres, lambda p: p == second.pid, [first, second])
         second.send_signal(signal.SIGKILL)

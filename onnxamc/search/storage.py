@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import optuna
@@ -22,6 +23,7 @@ RDB_SCHEMES = ("sqlite://", "postgresql://", "postgresql+", "postgres://", "mysq
                "mysql+")
 POSTGRES_DRIVERS = {"psycopg": "psycopg", "psycopg2": "psycopg2"}  # URL driver: module
 CONNECT_TIMEOUT = 10  # seconds to reach a database server and hear from it
+SCHEMA_RACE_TRIES = 5  # opens tried while other workers create a fresh database's tables
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 60  # a trial silent this long belongs to a dead worker: failed, retried
 MAX_RETRY = 3  # a trial whose worker died is run again at most this often
@@ -55,18 +57,31 @@ def _open_rdb(url: str):
     kwargs: dict = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback",
-                            None) or optuna.storages.RetryFailedTrialCallback
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_INTERVAL,
-                grace_period=GRACE_PERIOD,
-                heartbeat_stale_trial_callback=retry(max_retry=MAX_RETRY))
-    except Exception as exc:
-        raise SearchError(f"cannot open study storage {_redacted(url)!r}: "
-                          f"{first_line(exc)}") from None
+    for attempt in range(SCHEMA_RACE_TRIES):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback",
+                                None) or optuna.storages.RetryFailedTrialCallback
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_INTERVAL,
+                    grace_period=GRACE_PERIOD,
+                    heartbeat_stale_trial_callback=retry(max_retry=MAX_RETRY))
+        except Exception as exc:
+            if attempt + 1 < SCHEMA_RACE_TRIES and _lost_schema_race(exc):
+                time.sleep(0.2 * (attempt + 1))  # another worker is creating the tables
+                continue
+            raise SearchError(f"cannot open study storage {_redacted(url)!r}: "
+                              f"{first_line(exc)}") from None
+    raise AssertionError("unreachable")
+
+
+def _lost_schema_race(exc: Exception) -> bool:
+    """Workers started together on a fresh database (a Kubernetes Job of N pods) all
+    create Optuna's tables; PostgreSQL lets one win and tells the others the type or
+    table already exists. Opening again then finds the tables made."""
+    text = str(exc).lower()
+    return "already exists" in text or "duplicate key" in text or "uniqueviolation" in text
 
 
 def postgres_url(url: str) -> str:
