@@ -31,7 +31,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from onnxamc.data_checks import check_batch, fmt_shape
+from onnxamc.data_checks import check_batch, check_shared_batch_axis, fmt_shape
 from onnxamc.data_sources import StreamData, as_feed, part_mask
 from onnxamc.errors import DataError
 from onnxamc.graph.model import InputSpec
@@ -271,6 +271,7 @@ def _digits(inputs: Sequence[InputSpec]) -> Dataset:
 
 def random_data(inputs: Sequence[InputSpec], count: int = 64, seed: int = 0) -> Dataset:
     """Inputs drawn to the model's shapes: for latency and size studies without data."""
+    check_shared_batch_axis(inputs)
     rng = np.random.default_rng(seed)
     arrays = {}
     for spec in inputs:

@@ -46,6 +46,7 @@ def check_batch(feed: dict[str, np.ndarray], labels: np.ndarray | None,
         _check_finite(labels, f"{where}: labels", offset)
         counts["labels"] = len(labels)
     if len(set(counts.values())) > 1:
+        check_shared_batch_axis(inputs)
         raise DataError(f"{where}: data arrays and labels have different sample counts: "
                         f"{sorted(set(counts.values()))} ({_counts(counts)})")
     if not any(counts.values()):
@@ -110,3 +111,17 @@ def _counts(counts: dict[str, int]) -> str:
 
 def fmt_shape(shape: Sequence[int | None]) -> str:
     return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+
+
+def check_shared_batch_axis(inputs) -> None:
+    """Data is batched on the first axis of every input. A model whose inputs disagree
+    there (a recurrent state [2, 1, 128] beside audio [1, 512], as silero-vad) has no
+    such axis: one line says so, before any data is cut into batches."""
+    leading = {spec.name: spec.shape[0] for spec in inputs
+               if len(spec.shape) and isinstance(spec.shape[0], int)}
+    if len(set(leading.values())) > 1:
+        names = ", ".join(f"{name}: {dim}" for name, dim in leading.items())
+        raise DataError(f"the model's inputs have different fixed first dimensions ({names}): "
+                        "onnxamc batches data on the first axis of every input, which this "
+                        "model does not share (a recurrent state?); it can be inspected and "
+                        "pruned without refitting, not fed data")

@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import pytest
+
+if TYPE_CHECKING:
+    import zoo
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -95,7 +99,7 @@ def mobilenetv2() -> Path:
 class ZooModel:
     """A zoo model as the tests get it: its record and the path of its ONNX file."""
 
-    entry: "zoo.Entry"
+    entry: zoo.Entry
     path: Path
 
     @property

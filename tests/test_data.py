@@ -84,3 +84,18 @@ def test_random_data_follows_the_inputs():
         random_data([InputSpec("x", (None, None), np.dtype("float32"))])
     with pytest.raises(DataError, match="random:64"):
         load_data("random:many", IMG)
+
+
+def test_inputs_without_a_shared_batch_axis_are_one_line_errors():
+    """A recurrent state [2, 1, 128] beside audio [1, 512] (silero-vad): data cannot be
+    batched on the first axis; random data and given data both say so in one line."""
+    specs = [InputSpec("input", (1, 512), np.dtype("float32")),
+             InputSpec("state", (2, 1, 128), np.dtype("float32")),
+             InputSpec("sr", (), np.dtype("int64"))]
+    with pytest.raises(DataError, match="different fixed first dimensions .input: 1, state: 2."):
+        random_data(specs, 4)
+    feeds = [{"input": np.zeros((1, 512), np.float32), "state": np.zeros((2, 1, 128), np.float32),
+              "sr": np.array(16000)}]
+    with pytest.raises(DataError, match="different fixed first dimensions"):
+        load_data(feeds, specs).peek()
+    random_data(specs[:1] + specs[2:], 4)  # a scalar beside a batch is fine

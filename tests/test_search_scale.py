@@ -80,6 +80,38 @@ def test_measurements_take_turns_across_processes():
     assert [e[0] for e in events] == ["in", "out", "in", "out"]  # never both inside
 
 
+def test_a_workers_compute_waits_for_a_measurement_and_never_otherwise():
+    """Between batches a worker sharing the machine waits while another process measures
+    on the device, and passes at once when nobody measures or it shares nothing."""
+    from onnxamc.runtime import device_lock
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    key = f"test-quiet-{time.time()}"
+    try:
+        device_lock.share_machine(key)
+        start = time.perf_counter()
+        device_lock.wait_for_quiet()
+        assert time.perf_counter() - start < 0.1  # nobody measures
+        holder = context.Process(target=_hold, args=(key, 1.5, queue))
+        holder.start()
+        assert queue.get(timeout=60)[0] == "in"
+        device_lock.wait_for_quiet()
+        left = time.time()
+        out = queue.get(timeout=5)
+        assert out[0] == "out" and left >= out[1]  # waited for the measurement to end
+        holder.join(10)
+    finally:
+        device_lock.stop_sharing_machine()
+    holder = context.Process(target=_hold, args=(key, 1.5, queue))
+    holder.start()
+    assert queue.get(timeout=60)[0] == "in"
+    start = time.perf_counter()
+    device_lock.wait_for_quiet()  # not sharing: never waits
+    assert time.perf_counter() - start < 0.1
+    holder.join(10)
+
+
 def test_slices_grow_by_three_and_end_with_everything():
     assert slices(2000) == [223, 667, 2000]
     assert slices(300) == [300]
@@ -102,6 +134,21 @@ def test_checkpoint_stops_what_is_already_decided():
         Checkpoint(trial, AccuracyBound(0.01)).quality(bad, 1, 300, final=False)
     close = Metrics(quality=0.90, quality_drop=0.012, latency_ratio=0.5)
     Checkpoint(trial, AccuracyBound(0.01)).quality(close, 1, 300, final=False)  # noise
+
+
+def test_a_drop_within_the_slices_noise_is_not_penalised_for_the_pruner():
+    from onnxamc.search.fidelity import pruning_value
+
+    bound = AccuracyBound(0.01)
+    noisy = Metrics(quality=0.90, quality_drop=0.03, latency_ratio=0.5)  # 2 pts over
+    assert pruning_value(bound, noisy, 223) == 0.5  # a 223-sample top-1: error 2.8 pts
+    assert pruning_value(bound, noisy, 20000) > 0.5  # on 20,000 samples it is a violation
+    assert pruning_value(bound, noisy) > 0.5  # no slice given: as measured
+    far = Metrics(quality=0.80, quality_drop=0.15, latency_ratio=0.5)
+    assert pruning_value(bound, far, 223) > 1.0
+    budget = LatencyBudget(0.4)  # a latency constraint is not quality noise
+    assert pruning_value(budget, noisy, 223) == pytest.approx(
+        pruning_value(budget, noisy, 20000))
 
 
 def test_segmented_forward_equals_the_whole_model_after_weight_edits(tiny_cnn):

@@ -176,9 +176,10 @@ def main() -> None:
               f"{os.cpu_count()} cores", "", table(rows), ""]
     for model in args.models.split(","):
         by = {(r["workers"], r["pruner"]): r for r in rows if r["model"] == model}
-        if (1, "halving") in by and (2, "halving") in by:
-            report.append(f"{model}: same policies, 1 vs 2 workers: "
-                          f"{ratio_agreement(by[(1, 'halving')], by[(2, 'halving')])}")
+        for pruner in args.pruners.split(","):
+            if (1, pruner) in by and (2, pruner) in by:
+                report.append(f"{model} ({pruner}): same policies, 1 vs 2 workers: "
+                              f"{ratio_agreement(by[(1, pruner)], by[(2, pruner)])}")
     if args.nsga_trials:
         result = nsga(args.models.split(",")[0], args.nsga_trials, out)
         report.append(f"\nNSGA-II {result['trials']} policies on 2 workers: "

@@ -245,7 +245,11 @@ def fold(model: onnx.ModelProto, fold_dequantize: bool) -> onnx.ModelProto:
             common.RemoveUnusedNodesPass()(ir_model)
             if not getattr(result, "modified", True):
                 break
-        for cleanup in (common.IdentityEliminationPass(), common.RemoveUnusedNodesPass(),
+        # onnx-ir's Identity elimination breaks If/Loop branches whose output an Identity
+        # makes (silero-vad: "Graph output ... is not an output of any node"): skipped
+        # where control flow is left; the analysis looks through Identity anyway.
+        identity = [] if _has_subgraphs(ir_model.graph) else [common.IdentityEliminationPass()]
+        for cleanup in (*identity, common.RemoveUnusedNodesPass(),
                         common.RemoveUnusedFunctionsPass(), common.RemoveUnusedOpsetsPass(),
                         common.LiftConstantsToInitializersPass(lift_all_constants=True,
                                                                size_limit=0),
@@ -256,6 +260,14 @@ def fold(model: onnx.ModelProto, fold_dequantize: bool) -> onnx.ModelProto:
     finally:
         quiet.setLevel(level)
     return ir.to_proto(ir_model)
+
+
+def _has_subgraphs(graph) -> bool:
+    """Whether a node of the (onnx-ir) graph holds a graph attribute (If, Loop, Scan)."""
+    import onnx_ir as ir
+
+    return any(attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+               for node in graph for attr in node.attributes.values())
 
 
 def _small_constant_of_shape(node) -> bool | None:

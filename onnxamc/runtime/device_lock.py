@@ -5,7 +5,13 @@ processes would share the cores they time on and corrupt each other's ratios. A 
 lock keyed by the target (one per device on this machine; remote boards queue in their
 RPC tracker instead) makes measurements take turns, across processes and across
 studies. While it holds the lock, the measuring thread is pinned to the measurement
-core; workers leave that core to it while they compute (`reserve_measurement_core`).
+core; workers leave that core to it while they compute (`share_machine`).
+
+Another core is not enough on its own: the cores share caches and memory bandwidth, and
+a neighbour's evaluation batches moved an int8 MobileNetV2's ratio by up to 20%. So the
+workers' heavy compute (evaluation and calibration batches) also gives way: between
+batches it waits while a measurement holds the device's lock (`wait_for_quiet`), and
+what a measurement then overlaps is at most one batch, inside its warm-up.
 """
 
 from __future__ import annotations
@@ -33,18 +39,34 @@ def measurement_core() -> int | None:
     return max(_START_CORES) if _START_CORES and len(_START_CORES) > 1 else None
 
 
-def reserve_measurement_core() -> None:
-    """Keep this process's compute off the measurement core (workers do this when
-    several share the machine; measuring moves onto it)."""
+def share_machine(key: str | None) -> None:
+    """This process is one of several workers on this machine: keep its compute off the
+    measurement core, and, with the lock `key` of a device of this machine (None for a
+    remote board), let its heavy compute wait for measurements on it."""
+    global _QUIET
     core = measurement_core()
     if core is not None:
         os.sched_setaffinity(0, _START_CORES - {core})
+    _QUIET = key
 
 
-def release_measurement_core() -> None:
-    """Compute on every core again (the other workers are gone)."""
+def stop_sharing_machine() -> None:
+    """Compute on every core again, never waiting (the other workers are gone)."""
+    global _QUIET
     if measurement_core() is not None:
         os.sched_setaffinity(0, _START_CORES)
+    _QUIET = None
+
+
+def wait_for_quiet() -> None:
+    """Between two batches of heavy compute: returns at once (two system calls) unless
+    another worker is measuring, then as soon as it is done."""
+    if _QUIET is None:
+        return
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    with open(lock_path(_QUIET), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -77,3 +99,4 @@ def _allowed() -> set[int] | None:
 
 
 _START_CORES = _allowed()
+_QUIET: str | None = None  # the device lock this process's compute gives way to

@@ -123,8 +123,7 @@ def apply_guarded(run, policy, runs: int = 60) -> tuple[onnx.ModelProto, str]:
 
     check_policy(run.context, policy)
     config = run.config
-    first = next(iter(run.calibration_feeds()))
-    feed = {k: v[:1] for k, v in first.items()}
+    feed = run.calibration.one()  # what latency is timed on: one sample, as measured
     result = guarded_int8(run.model, policy, run.calibration_feeds,
                           interleaved_ratios(feed, config.threads or 1, runs),
                           calibration_method=config.calibration_method,

@@ -4,7 +4,7 @@ This process is worker 0; it starts N-1 more (multiprocessing, spawn: each loads
 model, data and calibration itself) that run the same search loop on the same storage
 and stop when the study's budget is spent, then it re-measures and writes the result
 alone. Measurements take turns on the device lock (runtime/device_lock.py) and run on a
-core the workers' compute leaves free. Other machines join by running the same
+core the workers' compute leaves free, while the other workers' batches wait. Other machines join by running the same
 command against the same PostgreSQL storage; nothing here is needed for that.
 
 As with any multiprocessing program, a script that calls the API with workers > 1
@@ -31,8 +31,9 @@ JOIN_SECONDS = 30.0  # for workers to finish their trial after an interrupt
 class Workers:
     """Context manager: the extra worker processes of one search."""
 
-    def __init__(self, run, config, plan, output, seconds: float | None):
+    def __init__(self, run, config, plan, output, seconds: float | None, measuring):
         self.count = config.workers
+        self.quiet_key = quiet_key(measuring)
         self.run, self.config, self.plan, self.output = run, config, plan, output
         self.deadline = None if seconds is None else time.time() + seconds
         self.processes: list[multiprocessing.Process] = []
@@ -44,7 +45,7 @@ class Workers:
     def __enter__(self) -> "Workers":
         if self.count <= 1:
             return self
-        from onnxamc.runtime.device_lock import reserve_measurement_core
+        from onnxamc.runtime.device_lock import share_machine
 
         context = multiprocessing.get_context("spawn")
         model = self.run.model
@@ -58,15 +59,15 @@ class Workers:
                       self.deadline))
             process.start()
             self.processes.append(process)
-        reserve_measurement_core()
+        share_machine(self.quiet_key)
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
         if not self.processes:
             return
-        from onnxamc.runtime.device_lock import release_measurement_core
+        from onnxamc.runtime.device_lock import stop_sharing_machine
 
-        release_measurement_core()
+        stop_sharing_machine()
         if kind is not None:  # Ctrl-C or an error here: the others stop too (their
             for p in self.processes:  # trial is marked interrupted and queued again)
                 if p.is_alive():
@@ -100,12 +101,18 @@ class Workers:
         return result
 
 
+def quiet_key(measuring) -> str | None:
+    """The device lock the workers' compute waits on: a device of this machine (a
+    remote board is timed far from our compute)."""
+    return None if measuring.target.is_remote else measuring.meter.lock_key
+
+
 def worker_main(model, name, run_config, config, output, deadline) -> None:
     """One extra worker: the same search loop on the same study, no confirmation."""
     import logging
     from pathlib import Path
 
-    from onnxamc.runtime.device_lock import reserve_measurement_core
+    from onnxamc.runtime.device_lock import share_machine
     from onnxamc.search import run_search
     from onnxamc.workflows.candidates import TrialEvaluator
     from onnxamc.workflows.run import Run
@@ -113,10 +120,10 @@ def worker_main(model, name, run_config, config, output, deadline) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger().setLevel(logging.ERROR)
-    reserve_measurement_core()
     run = Run(model, run_config)
     run.context.name = name
     measuring = run.evaluator(measure_energy=False, allow_emulated=config.allow_emulated)
+    share_machine(quiet_key(measuring))
     plan = plan_search(run, config, Path(output), measuring)  # as the first worker's
     study = _open(run, config, plan)
     seconds = None if deadline is None else deadline - time.time()

@@ -234,7 +234,8 @@ def _run_workers(run, config, plan, study, trial_evaluator, seeds, seconds, prof
     if seconds is not None and seconds <= 0:
         raise SearchError("--timeout leaves no time to search after loading the model and "
                           "data; give more seconds")
-    with Workers(run, config, plan, output, seconds) as workers:
+    with Workers(run, config, plan, output, seconds,
+                 trial_evaluator.evaluator) as workers:
         wall, cpu = clock()
         with (profile or _NoProfile()):
             result = run_search(study, plan.space, plan.goal, trial_evaluator, config.trials,
