@@ -116,7 +116,7 @@ def test_probe_sees_the_key(board):
 @pytest.mark.parametrize("runtime", ["ort", "tvm"])
 def test_bench_returns_latencies_labelled_emulated(board, runtime):
     result = run_cli("bench", ROOT / "models" / "resnet20.onnx", "--target",
-                     getattr(board, runtime), "--runs", "3", "--limit", "100")
+                     getattr(board, runtime), "--runs", "3", "--eval-samples", "100")
     assert result.returncode == 0, result.stderr[-2000:]
     row = next(l for l in result.stdout.splitlines() if l.startswith("resnet20.onnx"))
     assert float(row.split()[2]) > 0  # median latency in ms
