@@ -33,10 +33,14 @@ def quantize_matmul_nbits(model: onnx.ModelProto,
     for name, config in layers.items():
         groups[config].append(name)
     for (bits, block, level), names in groups.items():
+        # `nodes_to_include` adds to the op types quantized (every MatMul by default), it
+        # does not restrict them: one layer asked for int4 made every MatMul int4. Every
+        # other node is excluded by name (unnamed ones too: their name is "").
+        others = sorted({n.name for n in out.graph.node} - set(names))
         with _quiet_root_logger():
             quantizer = MatMulNBitsQuantizer(out, bits=bits, block_size=block, is_symmetric=True,
                                              accuracy_level=level or None,
-                                             nodes_to_include=names)
+                                             nodes_to_include=names, nodes_to_exclude=others)
             quantizer.process()
         out = restore_names(quantizer.model.model, names, f"_Q{bits}")
     return fix_ir_version(out)

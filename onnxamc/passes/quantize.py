@@ -257,7 +257,10 @@ def quantize_dynamic_layers(model: onnx.ModelProto, per_channel: dict[str, bool]
             plain.graph.ClearField("value_info")
             onnx.save(plain, str(source))
             quantize_dynamic(source, str(out), per_channel=channelwise,
-                             weight_type=QuantType.QInt8, nodes_to_quantize=names)
+                             weight_type=QuantType.QInt8, nodes_to_quantize=names,
+                             # beside contrib ops (MatMulNBits of other layers) shape
+                             # inference leaves tensors untyped: they are float
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
             out_model = restore_names(fix_ir_version(onnx.load(str(out))), names, "_quant")
     return out_model
 
