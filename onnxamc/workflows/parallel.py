@@ -4,8 +4,9 @@ This process is worker 0; it starts N-1 more (multiprocessing, spawn: each loads
 model, data and calibration itself) that run the same search loop on the same storage
 and stop when the study's budget is spent, then it re-measures and writes the result
 alone. Measurements take turns on the device lock (runtime/device_lock.py) and run on a
-core the workers' compute leaves free, while the other workers' batches wait. Other machines join by running the same
-command against the same PostgreSQL storage; nothing here is needed for that.
+core the workers' compute leaves free, while the other workers' batches wait. Other
+machines join by running the same command against the same PostgreSQL storage; nothing
+here is needed for that.
 
 As with any multiprocessing program, a script that calls the API with workers > 1
 must guard its entry point with `if __name__ == "__main__":`.
