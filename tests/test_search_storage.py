@@ -155,3 +155,18 @@ def test_a_live_workers_running_trial_is_left_alone(tmp_path):
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.user_attrs["retry_of"] for t in waiting] == [dead.number]
     study.tell(live, 0.5)  # the live worker can still finish its trial
+
+
+def test_a_database_study_is_locked_across_processes_not_per_thread(tmp_path):
+    """Optuna wraps a study's RDB storage in a cache; the study lock must look inside,
+    or workers on SQLite / PostgreSQL got a thread lock each (seeds enqueued twice, two
+    workers numbered 0 and sampling with one seed)."""
+    from onnxamc.search.locks import StudyLock
+    from onnxamc.search.study import _spec_of
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="s")
+    assert _spec_of(study) == url
+    lock = StudyLock(study._storage, _spec_of(study), "s")
+    with lock:
+        assert (tmp_path / "s.db.onnxamc-lock").exists()  # a file lock, seen by processes

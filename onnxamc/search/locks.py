@@ -29,8 +29,9 @@ class StudyLock:
 
     def _choose(self, storage, spec: str, study_name: str):
         text = str(spec)
-        if isinstance(storage, optuna.storages.RDBStorage) and text.startswith("postgres"):
-            return self._advisory(storage, study_name)
+        backend = getattr(storage, "_backend", storage)  # a study's RDB comes wrapped in
+        if isinstance(backend, optuna.storages.RDBStorage) and text.startswith("postgres"):
+            return self._advisory(backend, study_name)  # Optuna's cache: look inside
         path = _lock_file(text)
         if path is not None:
             return self._file(path)

@@ -286,9 +286,9 @@ def _evaluated(study: optuna.Study) -> int:
 def _spec_of(study: optuna.Study) -> str:
     """The storage spec other processes open (for the study lock's file or server)."""
     storage = study._storage
-    backend = getattr(storage, "_backend", None)
-    if backend is not None and hasattr(backend, "_file_path"):
+    backend = getattr(storage, "_backend", storage)  # Optuna wraps an RDB in a cache
+    if hasattr(backend, "_file_path"):
         return str(backend._file_path)
-    if isinstance(storage, optuna.storages.RDBStorage):
-        return storage.url
+    if isinstance(backend, optuna.storages.RDBStorage):
+        return backend.url
     return ":memory:"
