@@ -7,9 +7,8 @@ RPC tracker instead) makes measurements take turns, across processes and across
 studies. While it holds the lock, the measuring thread is pinned to the measurement
 core; workers leave that core to it while they compute (`share_machine`).
 
-Another core is not enough on its own: the cores share caches and memory bandwidth, and
-a neighbour's evaluation batches moved an int8 MobileNetV2's ratio by up to 20%. So the
-workers' heavy compute (evaluation and calibration batches) also gives way: between
+Another core is not enough on its own: the cores share caches and memory bandwidth. So
+the workers' heavy compute (evaluation and calibration batches) also gives way: between
 batches it waits while a measurement holds the device's lock (`wait_for_quiet`), and
 what a measurement then overlaps is at most one batch, inside its warm-up.
 """
