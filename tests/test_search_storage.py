@@ -162,11 +162,11 @@ def test_a_database_study_is_locked_across_processes_not_per_thread(tmp_path):
     or workers on SQLite / PostgreSQL got a thread lock each (seeds enqueued twice, two
     workers numbered 0 and sampling with one seed)."""
     from onnxamc.search.locks import StudyLock
-    from onnxamc.search.study import _spec_of
+    from onnxamc.search.storage import spec_of
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     study = optuna.create_study(storage=open_storage(url), study_name="s")
-    assert _spec_of(study) == url
-    lock = StudyLock(study._storage, _spec_of(study), "s")
+    assert spec_of(study) == url
+    lock = StudyLock.of(study)
     with lock:
         assert (tmp_path / "s.db.onnxamc-lock").exists()  # a file lock, seen by processes

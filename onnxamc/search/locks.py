@@ -17,6 +17,8 @@ from pathlib import Path
 
 import optuna
 
+from onnxamc.search.storage import backend_of, spec_of
+
 _THREAD_LOCKS: dict[int, threading.Lock] = {}
 
 
@@ -27,11 +29,16 @@ class StudyLock:
         self._release = None
         self._acquire = self._choose(storage, spec, study_name)
 
+    @classmethod
+    def of(cls, study: optuna.Study) -> "StudyLock":
+        """The lock of `study`, whatever storage holds it."""
+        return cls(study._storage, spec_of(study), study.study_name)
+
     def _choose(self, storage, spec: str, study_name: str):
         text = str(spec)
-        backend = getattr(storage, "_backend", storage)  # a study's RDB comes wrapped in
+        backend = backend_of(storage)
         if isinstance(backend, optuna.storages.RDBStorage) and text.startswith("postgres"):
-            return self._advisory(backend, study_name)  # Optuna's cache: look inside
+            return self._advisory(backend, study_name)
         path = _lock_file(text)
         if path is not None:
             return self._file(path)

@@ -57,23 +57,24 @@ def _open_rdb(url: str):
     kwargs: dict = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
-    for attempt in range(SCHEMA_RACE_TRIES):
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback",
+                    None) or optuna.storages.RetryFailedTrialCallback
+    attempt = 0
+    while True:
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback",
-                                None) or optuna.storages.RetryFailedTrialCallback
                 return optuna.storages.RDBStorage(
                     url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_INTERVAL,
                     grace_period=GRACE_PERIOD,
                     heartbeat_stale_trial_callback=retry(max_retry=MAX_RETRY))
         except Exception as exc:
-            if attempt + 1 < SCHEMA_RACE_TRIES and _lost_schema_race(exc):
-                time.sleep(0.2 * (attempt + 1))  # another worker is creating the tables
+            attempt += 1
+            if attempt < SCHEMA_RACE_TRIES and _lost_schema_race(exc):
+                time.sleep(0.2 * attempt)  # another worker is creating the tables
                 continue
             raise SearchError(f"cannot open study storage {_redacted(url)!r}: "
                               f"{first_line(exc)}") from None
-    raise AssertionError("unreachable")
 
 
 def _lost_schema_race(exc: Exception) -> bool:
@@ -191,6 +192,21 @@ def mark_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
                                                           optuna.trial.TrialState.FAIL))
     except (RuntimeError, ValueError):  # UpdateFinishedTrialError: someone was faster
         return False
+
+
+def backend_of(storage):
+    """The storage behind Optuna's cache: a study's RDB storage comes wrapped in one."""
+    return getattr(storage, "_backend", storage)
+
+
+def spec_of(study: optuna.Study) -> str:
+    """The storage spec other processes open (for the study lock's file or server)."""
+    backend = backend_of(study._storage)
+    if hasattr(backend, "_file_path"):
+        return str(backend._file_path)
+    if isinstance(backend, optuna.storages.RDBStorage):
+        return backend.url
+    return ":memory:"
 
 
 def _redacted(url: str) -> str:

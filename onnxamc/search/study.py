@@ -108,7 +108,7 @@ def recover_interrupted(study: optuna.Study) -> int:
     search.workers.recover); returns how many were queued."""
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
-    with StudyLock(study._storage, _spec_of(study), study.study_name):
+    with StudyLock.of(study):
         return recover(study, is_heartbeat_enabled(study._storage))
 
 
@@ -129,7 +129,7 @@ def run_search(study: optuna.Study, space: SearchSpace, objective: Objective,
     """
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
-    lock = lock or StudyLock(study._storage, _spec_of(study), study.study_name)
+    lock = lock or StudyLock.of(study)
     heartbeat = is_heartbeat_enabled(study._storage)
     with lock:
         recover(study, heartbeat)
@@ -281,14 +281,3 @@ def _counts(t: optuna.trial.FrozenTrial) -> bool:
 
 def _evaluated(study: optuna.Study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if _counts(t))
-
-
-def _spec_of(study: optuna.Study) -> str:
-    """The storage spec other processes open (for the study lock's file or server)."""
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)  # Optuna wraps an RDB in a cache
-    if hasattr(backend, "_file_path"):
-        return str(backend._file_path)
-    if isinstance(backend, optuna.storages.RDBStorage):
-        return backend.url
-    return ":memory:"
