@@ -22,7 +22,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 LOCK_DIR = Path(tempfile.gettempdir()) / "onnxamc-locks"
 
@@ -46,26 +46,32 @@ def share_machine(key: str | None) -> None:
     core = measurement_core()
     if core is not None:
         os.sched_setaffinity(0, _START_CORES - {core})
-    _QUIET = key
+    _close_quiet()
+    if key is not None:
+        LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        _QUIET = open(lock_path(key), "a")  # kept open: batches only flock it
 
 
 def stop_sharing_machine() -> None:
     """Compute on every core again, never waiting (the other workers are gone)."""
-    global _QUIET
     if measurement_core() is not None:
         os.sched_setaffinity(0, _START_CORES)
-    _QUIET = None
+    _close_quiet()
 
 
 def wait_for_quiet() -> None:
     """Between two batches of heavy compute: returns at once (two system calls) unless
     another worker is measuring, then as soon as it is done."""
-    if _QUIET is None:
-        return
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    with open(lock_path(_QUIET), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)
-        fcntl.flock(handle, fcntl.LOCK_UN)
+    if _QUIET is not None:
+        fcntl.flock(_QUIET, fcntl.LOCK_SH)
+        fcntl.flock(_QUIET, fcntl.LOCK_UN)
+
+
+def _close_quiet() -> None:
+    global _QUIET
+    if _QUIET is not None:
+        _QUIET.close()
+        _QUIET = None
 
 
 @contextmanager
@@ -98,4 +104,4 @@ def _allowed() -> set[int] | None:
 
 
 _START_CORES = _allowed()
-_QUIET: str | None = None  # the device lock this process's compute gives way to
+_QUIET: IO | None = None  # the device lock file this process's compute gives way to
