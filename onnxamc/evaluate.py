@@ -167,8 +167,10 @@ class Evaluator:
     def time(self, candidates: Sequence[Candidate], runs: int | None = None,
              remeasure: int | None = None) -> None:
         """Latency of the candidates interleaved with the reference; every ratio with its
-        interval. An interval wider than `max_spread` is measured again (more rounds,
-        up to `remeasure` times, not past the deadline), then flagged as uncertain."""
+        interval. An interval wider than `max_spread` is measured again (more rounds),
+        and a measurement other processes disturbed is taken again from the start, up
+        to `remeasure` times in all and not past the deadline; then flagged uncertain,
+        or busy."""
         timed = [c for c in candidates if c.prepared is not None and c.model is not
                  self.reference.model]
         if timed or self.reference_metrics.latency is None:  # bench of one model: itself
@@ -183,9 +185,15 @@ class Evaluator:
         with phase("latency"):
             timing = self.meter.timing(runners, self.feed, self.warmup, runs or self.runs)
             tries = self.remeasure if remeasure is None else remeasure
-            while tries > 0 and self._too_wide(timing) and not self._past_deadline():
-                timing = timing.extended(self.meter.timing(runners, self.feed, 1,
-                                                           runs or self.runs))
+            while tries > 0 and not self._past_deadline():
+                if _contended(timing):  # rounds others disturbed are not kept
+                    timing = self.meter.timing(runners, self.feed, self.warmup,
+                                               runs or self.runs)
+                elif self._too_wide(timing):
+                    timing = timing.extended(self.meter.timing(runners, self.feed, 1,
+                                                               runs or self.runs))
+                else:
+                    break
                 tries -= 1
         self._record(timing, timed)
 
@@ -230,7 +238,7 @@ class Evaluator:
             m.energy = self._energy(c.prepared, m)
             m.latency_interval = interval.to_dict()
             m.latency_flags = ([UNCERTAIN] if interval.spread > self.max_spread else []) + \
-                ([BUSY] if timing.busy is not None and timing.busy.contended else [])
+                ([BUSY] if _contended(timing) else [])
             m.relate_to(reference)
 
     def _as_reference(self, candidate: Candidate) -> None:
@@ -258,6 +266,10 @@ class Evaluator:
         run = prepared.run if self.measure_energy else None
         return energy_of(run, self.target.compute_device, metrics.macs, metrics.size_bytes,
                          seconds=ENERGY_SECONDS).to_dict()
+
+
+def _contended(timing: Timing) -> bool:
+    return timing.busy is not None and timing.busy.contended
 
 
 def compare(models: Sequence[onnx.ModelProto], data: Data | None,

@@ -58,6 +58,23 @@ def test_busy_reading_sees_a_cpu_burner():
     assert "other processes used" in busy.describe()
 
 
+@pytest.mark.parametrize("other_cores, cpus, core_taken, contended", [
+    (0.1, 2, 0.0, False),  # a quiet machine
+    (0.5, 2, 0.4, True),  # something shared the measurement's own core
+    (0.95, 2, 0.0, True),  # its core free, the only other one saturated
+    (1.0, 8, 0.0, False),  # one busy core out of seven others
+    (6.9, 8, 0.0, True),  # all seven others busy
+    (0.5, 1, None, True),  # one core: anything else running shares it
+    (1.2, 2, None, True),  # unpinned: others wanted more than the other core
+])
+def test_busy_is_contended_when_our_core_or_every_other_core_is_taken(
+        other_cores, cpus, core_taken, contended):
+    from onnxamc.runtime.busy import Busy
+
+    core = None if core_taken is None else cpus - 1
+    assert Busy(other_cores, cpus, core, core_taken).contended is contended
+
+
 def _hold(path_key, seconds, queue):
     from onnxamc.runtime.device_lock import exclusive_measurement
 

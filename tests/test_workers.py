@@ -171,8 +171,8 @@ def test_two_machines_on_postgres_survive_a_killed_worker(tiny_cnn, tmp_path, po
 
 def test_ratio_beside_a_cpu_burner_holds_or_is_flagged(resnet20):
     """A fixed policy's ratio measured with a CPU-burning process beside it stays within
-    10% of the ratios measured without it, or the measurement says it is uncertain; the
-    burner shows as other processes' CPU use. The quiet machine is measured several
+    10% of the ratios measured without it, or the measurement is flagged (uncertain, or
+    busy: the burner shows as other processes' CPU use). The quiet machine is measured several
     times: on these VMs the same two models' ratio has two modes some 30% apart, burner
     or not (README, "Measuring"), and one quiet figure would make this a coin toss."""
     from onnxamc import api
@@ -201,7 +201,10 @@ def test_ratio_beside_a_cpu_burner_holds_or_is_flagged(resnet20):
     high = max(m.latency_ratio for m in quiet)
     middle = sorted(busy, key=lambda m: m.latency_ratio)[1]
     held = 0.9 * low <= middle.latency_ratio <= 1.1 * high
-    flagged = any("uncertain" in m.latency_flags for m in quiet + busy)
+    flagged = any(set(m.latency_flags) & {"uncertain", "busy"} for m in quiet + busy)
     assert held or flagged, ([m.describe_latency() for m in quiet], middle.describe_latency())
+    for m in busy:  # every other core saturated by the burner: said, after re-measuring
+        if m.busy["other_cores"] > max(m.busy["cpus"] - 1.25, 0.25):
+            assert "busy" in m.latency_flags, m.busy
     for m in busy:
         assert m.latency_interval["low"] <= m.latency_ratio <= m.latency_interval["high"]
