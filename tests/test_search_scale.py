@@ -98,8 +98,9 @@ def test_measurements_take_turns_across_processes():
 
 
 def test_a_workers_compute_waits_for_a_measurement_and_never_otherwise():
-    """Between batches a worker sharing the machine waits while another process measures
-    on the device, and passes at once when nobody measures or it shares nothing."""
+    """A compute step of a worker sharing the machine waits while another process
+    measures on the device, and starts at once when nobody measures or it shares
+    nothing."""
     from onnxamc.runtime import device_lock
 
     context = multiprocessing.get_context("spawn")
@@ -108,13 +109,13 @@ def test_a_workers_compute_waits_for_a_measurement_and_never_otherwise():
     try:
         device_lock.share_machine(key)
         start = time.perf_counter()
-        device_lock.wait_for_quiet()
-        assert time.perf_counter() - start < 0.1  # nobody measures
+        with device_lock.compute_step():
+            assert time.perf_counter() - start < 0.1  # nobody measures
         holder = context.Process(target=_hold, args=(key, 1.5, queue))
         holder.start()
         assert queue.get(timeout=60)[0] == "in"
-        device_lock.wait_for_quiet()
-        left = time.time()
+        with device_lock.compute_step():
+            left = time.time()
         out = queue.get(timeout=5)
         assert out[0] == "out" and left >= out[1]  # waited for the measurement to end
         holder.join(10)
@@ -124,9 +125,44 @@ def test_a_workers_compute_waits_for_a_measurement_and_never_otherwise():
     holder.start()
     assert queue.get(timeout=60)[0] == "in"
     start = time.perf_counter()
-    device_lock.wait_for_quiet()  # not sharing: never waits
-    assert time.perf_counter() - start < 0.1
+    with device_lock.compute_step():  # not sharing: never waits
+        assert time.perf_counter() - start < 0.1
     holder.join(10)
+
+
+def _step(key, seconds, queue):
+    from onnxamc.runtime import device_lock
+
+    device_lock.share_machine(key)
+    with device_lock.compute_step():
+        queue.put(("step in", time.time()))
+        time.sleep(seconds)
+        queue.put(("step out", time.time()))
+
+
+def test_a_measurement_waits_for_the_compute_steps_in_progress():
+    """A worker in the middle of a step (a candidate's build) when another starts to
+    measure: the measurement starts once that step has ended; the measuring worker's
+    own steps inside it never wait for themselves."""
+    from onnxamc.runtime import device_lock
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    key = f"test-steps-{time.time()}"
+    worker = context.Process(target=_step, args=(key, 1.5, queue))
+    worker.start()
+    try:
+        assert queue.get(timeout=60)[0] == "step in"
+        device_lock.share_machine(key)
+        with device_lock.exclusive_measurement(key, pin=False):
+            began = time.time()
+            with device_lock.compute_step():  # nested in the measurement: no wait
+                pass
+        out = queue.get(timeout=5)
+        assert out[0] == "step out" and began >= out[1]
+    finally:
+        device_lock.stop_sharing_machine()
+        worker.join(10)
 
 
 def test_slices_grow_by_three_and_end_with_everything():

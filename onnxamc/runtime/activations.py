@@ -11,7 +11,7 @@ from typing import Iterable
 import numpy as np
 import onnx
 
-from onnxamc.runtime.device_lock import wait_for_quiet
+from onnxamc.runtime.device_lock import compute_step
 from onnxamc.runtime.ort import DEFAULT_THREADS, make_session
 
 
@@ -27,7 +27,7 @@ def fetch_activations(model: onnx.ModelProto, feeds: Iterable[dict[str, np.ndarr
     session = make_session(probe, threads)
     batches = []
     for feed in feeds:
-        wait_for_quiet()  # another worker's measurement has the machine to itself
-        batches.append(session.run(names, feed))
+        with compute_step():  # another worker's measurement has the machine to itself
+            batches.append(session.run(names, feed))
     return {name: np.concatenate([b[k] for b in batches], axis=0)
             for k, name in enumerate(names)}

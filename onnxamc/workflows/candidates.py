@@ -22,6 +22,7 @@ from onnxamc.evaluate import Candidate, Evaluator
 from onnxamc.metrics import Metrics
 from onnxamc.policy import Policy
 from onnxamc.profiling import phase
+from onnxamc.runtime.device_lock import compute_step
 from onnxamc.search.fidelity import REDUCTION, Checkpoint, slices
 from onnxamc.workflows.run import Run
 
@@ -86,9 +87,10 @@ class TrialEvaluator:
         key = policy_key(policy)
         quick = checkpoint.stops_on_latency and self.run.config.reconstruct and \
             any(a.keep < 1 for a in policy.layers.values())
-        with phase("build"):
+        with compute_step(), phase("build"):  # never beside another worker's measurement
             model = build_candidate(self.run, policy, quick=quick)
-        candidate = self.evaluator.candidate(model)
+        with compute_step():
+            candidate = self.evaluator.candidate(model)
         self.evaluator.time([candidate], remeasure=1)
         checkpoint.latency(candidate.metrics)
         if quick:
@@ -98,7 +100,7 @@ class TrialEvaluator:
 
     def _full(self, policy: Policy, timed: Candidate) -> Candidate:
         """The candidate built in full, with the latency its quick build measured."""
-        with phase("build"):
+        with compute_step(), phase("build"):
             model = build_candidate(self.run, policy)
         full = self.evaluator.candidate(model, prepare=False)
         for name in LATENCY_FIELDS:

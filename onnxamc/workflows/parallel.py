@@ -9,15 +9,20 @@ machines join by running the same command against the same PostgreSQL storage; n
 here is needed for that.
 
 As with any multiprocessing program, a script that calls the API with workers > 1
-must guard its entry point with `if __name__ == "__main__":`.
+must guard its entry point with `if __name__ == "__main__":`. A worker's arguments
+(model, settings, data given as arrays) travel in a file, not through the start pipe:
+the spawn start writes them into a pipe and blocks until the child has read them all,
+so a child that died while starting (such an unguarded script) hung its parent forever.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import replace
 
@@ -53,11 +58,11 @@ class Workers:
         run_config = replace(self.run.config, progress=False)
         config = replace(self.config, workers=1, profile=False, warm_start=None,
                          warm_start_from=None, sensitivity=None)
+        self.arguments = _write_arguments((model, self.run.context.name, run_config, config,
+                                           str(self.output), self.deadline))
         for number in range(1, self.count):
-            process = context.Process(
-                target=worker_main, name=f"onnxamc-worker-{number}", daemon=False,
-                args=(model, self.run.context.name, run_config, config, str(self.output),
-                      self.deadline))
+            process = context.Process(target=_worker_from_file, args=(self.arguments,),
+                                      name=f"onnxamc-worker-{number}", daemon=False)
             process.start()
             self.processes.append(process)
         share_machine(self.quiet_key)
@@ -65,6 +70,7 @@ class Workers:
 
     def __exit__(self, kind, exc, tb) -> None:
         if not self.processes:
+            _remove(getattr(self, "arguments", None))
             return
         from onnxamc.runtime.device_lock import stop_sharing_machine
 
@@ -81,6 +87,7 @@ class Workers:
                 p.join()
             if p.exitcode not in (0, None) and kind is None:
                 failed.append(f"{p.name} exited with {p.exitcode}")
+        _remove(self.arguments)
         if failed:
             print(f"onnxamc: warning: {'; '.join(failed)} (their trials are queued again)",
                   file=sys.stderr)
@@ -106,6 +113,24 @@ def quiet_key(measuring) -> str | None:
     """The device lock the workers' compute waits on: a device of this machine (a
     remote board is timed far from our compute)."""
     return None if measuring.target.is_remote else measuring.meter.lock_key
+
+
+def _write_arguments(arguments: tuple) -> str:
+    with tempfile.NamedTemporaryFile(prefix="onnxamc-worker-", suffix=".pickle",
+                                     delete=False) as handle:
+        pickle.dump(arguments, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    return handle.name
+
+
+def _remove(path: str | None) -> None:
+    if path is not None and os.path.exists(path):
+        os.unlink(path)
+
+
+def _worker_from_file(path: str) -> None:
+    with open(path, "rb") as handle:
+        arguments = pickle.load(handle)
+    worker_main(*arguments)
 
 
 def worker_main(model, name, run_config, config, output, deadline) -> None:
