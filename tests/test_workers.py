@@ -208,3 +208,22 @@ def test_ratio_beside_a_cpu_burner_holds_or_is_flagged(resnet20):
             assert "busy" in m.latency_flags, m.busy
     for m in busy:
         assert m.latency_interval["low"] <= m.latency_ratio <= m.latency_interval["high"]
+
+
+def test_a_script_without_the_main_guard_finishes_and_says_why(resnet20, tmp_path):
+    """The API with workers=2 from a script that forgot `if __name__ == "__main__":`: its
+    spawned worker dies while starting (multiprocessing says why), and the search ends on
+    the first worker with a warning, instead of hanging in the start pipe (a 1 MB model
+    fills it)."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from onnxamc import api\n"
+        f"api.search({str(resnet20)!r}, 'fashion-mnist', {str(tmp_path / 'out.onnx')!r}, "
+        f"storage={str(tmp_path / 's.journal')!r}, trials=3, workers=2, eval_samples=100, "
+        "calibration_samples=32, runs=5, progress=False)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "__main__" in done.stderr  # multiprocessing's own explanation, from the worker
+    assert "onnxamc-worker-1 exited with 1" in done.stderr
+    assert (tmp_path / "out.onnx").exists()

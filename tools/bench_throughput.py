@@ -9,8 +9,9 @@ evaluation subset, onnxruntime CPU 1 thread, default objective (lowest latency w
 - the latency ratio of the same policies (the enqueued uniform baselines) measured in the
   1-worker and the 2-worker study (goal: within 5%);
 - optionally a large NSGA-II Pareto run on 2 workers end to end (--nsga-trials 1000);
-- a quant-only search against onnxruntime's default static int8 (and Intel Neural
-  Compressor / NNCF where they are installed).
+- a quant-only search against onnxruntime's default static int8. The comparison with
+  the accuracy-aware quantizers (NNCF, Intel Neural Compressor) within the same wall
+  time is tools/bench_quant_tools.py, run from a venv that has them.
 Say the machine's load next to the figures (`uptime` is recorded in the output).
 
     python tools/bench_throughput.py --minutes 4 --out out/bench-throughput
@@ -120,13 +121,7 @@ def quant_only(model: str, seconds: float, out: Path) -> dict:
     ours = time.time() - start
     baseline = api.bench([_path(model), api.apply(_path(model), api.uniform_policy(
         _path(model), "bits=8"))], "fashion-mnist", threads=1, runs=200)
-    others = {}
-    for name in ("neural_compressor", "nncf"):
-        try:
-            __import__(name)
-            others[name] = "installed: run its accuracy-aware tuning by hand (see README)"
-        except ImportError:
-            others[name] = "not installed (its wheels pull a CUDA torch or many deps)"
+    others = "NNCF and Intel Neural Compressor: see tools/bench_quant_tools.py"
     return {"seconds": ours, "ours": f"{outcome.compressed.describe_quality()}, "
                                      f"{outcome.compressed.describe_latency()}, size "
                                      f"x{outcome.compressed.size_ratio:.3f}",
