@@ -352,6 +352,95 @@ def test_attention_heads_mlp_width_and_residual_stream():
                                       if i.name.startswith("heads_shape"))).tolist() == [1, 5, 3, 1, 4]
 
 
+def _packed_attention(tokens=3, dim=16, heads=4, batch=1, merge_batch=False):
+    """torch's nn.MultiheadAttention as exported: one packed in-projection split into
+    (q/k/v, embed), q/k/v picked by Gather, heads split by Reshape/Transpose, and with
+    `merge_batch` the heads merged with a fixed batch (MobileViT's patches) for the
+    batched MatMuls and split again."""
+    hd = dim // heads
+    n = helper.make_node
+    nodes = [n("MatMul", ["x", "in_w"], ["p0"], "in_proj"),
+             n("Add", ["p0", "in_b"], ["p1"], "in_bias"),
+             n("Reshape", ["p1", "qkv_shape"], ["p2"], "unflatten")]
+    for name, index in (("q", "i0"), ("k", "i1"), ("v", "i2")):
+        nodes += [n("Gather", ["p2", index], [f"{name}0"], f"pick_{name}", axis=2),
+                  n("Reshape", [f"{name}0", "head_shape"], [f"{name}1"], f"heads_{name}"),
+                  n("Transpose", [f"{name}1"], [f"{name}2"], f"t_{name}", perm=[0, 2, 1, 3])]
+        if merge_batch:
+            nodes.append(n("Reshape", [f"{name}2", "merged_shape"], [f"{name}"], f"m_{name}"))
+        else:
+            nodes.append(n("Identity", [f"{name}2"], [name], f"id_{name}"))
+    nodes += [n("Transpose", ["k"], ["kt"], "k_t", perm=[0, 2, 1] if merge_batch else [0, 1, 3, 2]),
+              n("MatMul", ["q", "kt"], ["s0"], "scores"),
+              n("Softmax", ["s0"], ["a"], "softmax", axis=-1),
+              n("MatMul", ["a", "v"], ["c0"], "context")]
+    if merge_batch:
+        nodes.append(n("Reshape", ["c0", "split_shape"], ["c1"], "unmerge"))
+    else:
+        nodes.append(n("Identity", ["c0"], ["c1"], "id_c"))
+    nodes += [n("Transpose", ["c1"], ["c2"], "t_c", perm=[0, 2, 1, 3]),
+              n("Reshape", ["c2", "out_shape"], ["c"], "merge_heads"),
+              n("MatMul", ["c", "out_w"], ["y"], "out_proj")]
+    inits = {"in_w": weights(dim, 3 * dim), "in_b": weights(3 * dim),
+             "qkv_shape": np.array([batch, tokens, 3, dim]), "i0": np.array(0),
+             "i1": np.array(1), "i2": np.array(2),
+             "head_shape": np.array([batch, tokens, heads, hd]),
+             "merged_shape": np.array([batch * heads, tokens, hd]),
+             "split_shape": np.array([batch, heads, tokens, hd]),
+             "out_shape": np.array([batch, tokens, dim]), "out_w": weights(dim, 5)}
+    return graph(nodes, {"x": [batch, tokens, dim]}, {"y": [batch, tokens, 5]}, inits)
+
+
+def test_a_packed_in_projection_prunes_whole_heads_of_q_k_and_v():
+    model = _packed_attention()
+    heads = channel_groups(model).group_of("in_proj")
+    assert heads.prunable and heads.channels == 4 and "out_proj" in heads.consumers
+    _, pruned = prune_exactly(model)
+    s = shapes(pruned)
+    assert s["in_w"] == [16, 24] and s["out_w"] == [8, 5]  # 2 heads of 4 in q, k and v
+
+
+def test_heads_merged_with_a_fixed_batch_stay_prunable():
+    model = _packed_attention(batch=4, merge_batch=True)
+    heads = channel_groups(model).group_of("in_proj")
+    assert heads.prunable and heads.channels == 4
+    _, pruned = prune_exactly(model)
+    merged = next(numpy_helper.to_array(i) for i in pruned.graph.initializer
+                  if i.name.startswith("merged_shape"))
+    assert merged.tolist() == [8, 3, 4]  # batch 4 x the 2 heads kept
+
+
+def _shuffled(front_door=True):
+    """Two convolutions concatenated, then ShuffleNet's channel shuffle (groups of 2),
+    then a convolution reading the shuffled channels."""
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w1"], ["a"], "conv_a"), n("Conv", ["x", "w2"], ["b"], "conv_b"),
+             n("Concat", ["a", "b"], ["ab"], "concat", axis=1),
+             n("Reshape", ["ab", "grouped"], ["g0"], "shuffle_split"),
+             n("Transpose", ["g0"], ["g1"], "shuffle_t", perm=[0, 2, 1, 3, 4]),
+             n("Reshape", ["g1", "flat"], ["s"], "shuffle_merge"),
+             n("Conv", ["s", "w3"], ["y"], "conv_c")]
+    inits = {"w1": weights(4, 3, 1, 1), "w2": weights(4, 3, 1, 1), "w3": weights(5, 8, 1, 1),
+             "grouped": np.array([1, 2, 4, 4, 4]), "flat": np.array([1, 8, 4, 4])}
+    return graph(nodes, {"x": [1, 3, 4, 4]}, {"y": [1, 5, 4, 4]}, inits,
+                 front_door=front_door)
+
+
+def test_a_channel_shuffle_becomes_a_gather_whose_channels_prune_one_by_one():
+    raw = _shuffled(front_door=False)
+    model = load_model(raw)
+    assert [n.op_type for n in model.graph.node].count("Gather") == 1
+    assert not any(n.op_type in ("Reshape", "Transpose") for n in model.graph.node)
+    x = feeds(raw)
+    np.testing.assert_array_equal(run_model(model, x)[0], run_model(raw, x)[0])
+    analysis = channel_groups(model)
+    for conv in ("conv_a", "conv_b"):  # each alone, not tied across the shuffle's groups
+        group = analysis.group_of(conv)
+        assert group.prunable and group.channels == 4 and group.layers == [conv]
+    _, pruned = prune_exactly(model)
+    assert shapes(pruned)["w3"] == [5, 4, 1, 1]
+
+
 # --- the registry and failures --------------------------------------------------------
 def _custom_op_model(domain="my.ops"):
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], "conv1"),

@@ -73,7 +73,7 @@ def groups_cells(model: onnx.ModelProto) -> dict[str, str]:
     total = sum(l.c_out for l in layers.values())
     kept = sum(l.c_out for name, l in layers.items() if name in in_prunable)
     return {"groups": f"{len(prunable)}/{len(groups)}",
-            "channels": f"{kept / total:.0%}" if total else NA}
+            "channels": f"{kept / total:.1%}" if total else NA}
 
 
 def predicted_macs(model: onnx.ModelProto, keep: float) -> int | None:

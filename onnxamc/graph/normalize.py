@@ -10,7 +10,8 @@ opsets. The analysis, the passes and the written model all see one normal form i
   per-channel `DequantizeLinear` needs 13), or refused naming the opset;
 - constants folded into initializers and dead nodes removed by onnxscript's optimizer
   (on onnx-ir), which also resolves `Shape` arithmetic once the input shapes are known;
-- shapes inferred by onnx.
+- shapes inferred by onnx;
+- channel shuffles written as a Gather of the channels (shuffle.py).
 
 onnxscript's optimizer was chosen after measuring it against onnxslim and onnx-simplifier
 on the test zoo (see tools/bench_front_door.py): it is already a dependency of the torch
@@ -28,6 +29,7 @@ import onnx
 
 from onnxamc.errors import ModelError
 from onnxamc.graph.checks import MIN_IR_VERSION, MIN_OPSET, STANDARD_DOMAINS, all_nodes
+from onnxamc.graph.shuffle import shuffles_as_gather
 
 # onnx's reference evaluator (which the optimizer folds with) has DequantizeLinear from
 # opset 19 on: a model with weight-only DequantizeLinear to fold is upgraded that far.
@@ -58,6 +60,7 @@ class FrontDoorReport:
     shapes_known: tuple[float, float] = (0.0, 0.0)  # node outputs with static shapes
     dynamic_inputs: list[str] = field(default_factory=list)
     dequantized_weights: int = 0
+    shuffles: int = 0  # channel shuffles written as a Gather of the channels
     already_normalized: bool = False
 
     def lines(self) -> list[str]:
@@ -69,9 +72,13 @@ class FrontDoorReport:
         for name, (before, after) in self.shapes_fixed.items():
             out.append(f"input {name}: shape {before} -> {after}")
         changes = [f"{label}: {_counts(ops)}" for label, ops in
-                   (("folded or removed", self.removed), ("added by inlining", self.added)) if ops]
+                   (("folded or removed", self.removed),
+                    ("added (inlined functions, shuffles)", self.added)) if ops]
         out.append(f"nodes {self.nodes_before} -> {self.nodes_after}"
                    + (f" ({'; '.join(changes)})" if changes else ""))
+        if self.shuffles:
+            out.append(f"{self.shuffles} channel shuffles (Reshape-Transpose-Reshape) written "
+                       "as a Gather of the channels, so their channels prune one by one")
         if self.dequantized_weights:
             out.append(f"{self.dequantized_weights} weight-only DequantizeLinear folded to float")
         out.append(f"static shapes known for {100 * self.shapes_known[0]:.0f}% -> "
@@ -103,6 +110,7 @@ def normalize(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] |
     report.dequantized_weights = before["DequantizeLinear"] if fold_dq else 0
     out = fold(out, fold_dq)
     out = _infer(out)
+    report.shuffles = shuffles_as_gather(out)
     after = Counter(n.op_type for n in out.graph.node)
     report.dequantized_weights -= after["DequantizeLinear"] if fold_dq else 0
     report.removed = {op: n - after[op] for op, n in before.items() if n > after[op]}

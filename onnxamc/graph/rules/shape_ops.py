@@ -6,6 +6,8 @@ import numpy as np
 
 from onnxamc.graph.tracer import ConstEdit, Tracer, Unsupported
 
+STACKED = 3  # an outer axis this small in a split of the last axis stacks q/k/v, not heads
+
 
 def transpose(t: Tracer, i: int, node) -> None:
     lay = t.layout(node.input[0])
@@ -95,10 +97,13 @@ def shape(t: Tracer, i: int, node) -> None:
 
 def reshape(t: Tracer, i: int, node) -> None:
     """Reshape / Flatten: merging the channel axis with others repeats its atoms (stride
-    expansion into a Gemm); splitting it into several axes ties atoms so one axis stays
-    prunable: for a split of the last axis the heads move whole (the outer axis of
-    (heads, head_dim), the middle one of a stacked (q/k/v, heads, head_dim)); the inner
-    one otherwise (channel shuffle keeps the group count)."""
+    expansion into a Gemm, heads merged with a fixed batch); splitting it into several
+    axes ties atoms so one axis stays prunable: for a split of the last axis the heads
+    move whole (the outer axis of (heads, head_dim), the middle one of a stacked (q/k/v,
+    heads, head_dim)), and a packed projection split into (q/k/v, embed) by torch's
+    MultiheadAttention keeps its embed axis, q, k and v losing the same columns (the
+    head split that follows moves them by heads); the inner one otherwise (channel
+    shuffle keeps the group count)."""
     lay = t.layout(node.input[0])
     src, dst = t.shape(node.input[0]), t.shape(node.output[0])
     if src is None or dst is None:
@@ -110,10 +115,7 @@ def reshape(t: Tracer, i: int, node) -> None:
         src, dst = (1,) + tuple(src[1:]), (1,) + tuple(dst[1:])
     if any(d is None for d in src + dst):
         raise Unsupported("dynamic dimensions")
-    span = _reshape_span(src, dst, lay.axis)
-    if span is None:
-        raise Unsupported("channel axis mixed with the batch")
-    (i0, i1), (j0, j1) = span
+    (i0, i1), (j0, j1) = _reshape_span(src, dst, lay.axis)
     block = [1] * (i1 - i0)
     block[lay.axis - i0] = -1
     grid = np.broadcast_to(lay.atoms.reshape(block), src[i0:i1]).reshape(dst[j0:j1])
@@ -123,8 +125,10 @@ def reshape(t: Tracer, i: int, node) -> None:
         raise Unsupported("single channel")
     if lay.axis != len(src) - 1:
         keep = varying[-1]
+    elif len(varying) >= 3 or (len(varying) == 2 and grid.shape[varying[0]] <= STACKED):
+        keep = varying[1]
     else:
-        keep = varying[1] if len(varying) >= 3 else varying[0]
+        keep = varying[0]
     moved = np.moveaxis(grid, keep, 0).reshape(grid.shape[keep], -1)
     for col in range(1, moved.shape[1]):
         t.atoms.union(moved[:, 0], moved[:, col])
@@ -141,7 +145,8 @@ def reshape(t: Tracer, i: int, node) -> None:
 
 def _reshape_span(src, dst, axis):
     """The smallest blocks of axes [i0, i1) in src and [j0, j1) in dst that hold the same
-    elements and contain `axis`; None when the block reaches axis 0 of both (the batch)."""
+    elements and contain `axis` (a fixed batch may be among them: its entry is then
+    rewritten as batch x kept channels)."""
     pre_src = np.cumprod([1] + list(src))
     pre_dst = list(np.cumprod([1] + list(dst)))
     i0 = max(k for k in range(axis + 1) if pre_src[k] in pre_dst)
@@ -150,8 +155,6 @@ def _reshape_span(src, dst, axis):
     j1 = len(pre_dst) - 1 - pre_dst[::-1].index(pre_src[i1])
     while j0 < j1 and dst[j0] == 1 and j0 + 1 < len(dst) and pre_dst[j0 + 1] == pre_src[i0]:
         j0 += 1
-    if i0 == 0 and j0 == 0 and src[0] != 1:
-        return None
     return (i0, i1), (j0, j1)
 
 
