@@ -44,10 +44,13 @@ def graph(nodes, inputs: dict, outputs: dict, inits: dict, opset: int = 18,
 
 
 def feeds(model, batch=2) -> dict:
+    """Random inputs: floats, or token ids below 4 for integer inputs."""
     out = {}
     for value in model.graph.input:
         dims = [d.dim_value or batch for d in value.type.tensor_type.shape.dim]
-        out[value.name] = RNG.random(dims, dtype=np.float32)
+        out[value.name] = RNG.integers(0, 4, dims) \
+            if value.type.tensor_type.elem_type == TensorProto.INT64 \
+            else RNG.random(dims, dtype=np.float32)
     return out
 
 
@@ -352,11 +355,12 @@ def test_attention_heads_mlp_width_and_residual_stream():
                                       if i.name.startswith("heads_shape"))).tolist() == [1, 5, 3, 1, 4]
 
 
-def _packed_attention(tokens=3, dim=16, heads=4, batch=1, merge_batch=False):
+def _packed_attention(tokens=3, dim=16, heads=4, batch=1, merge_batch=False, mask=False):
     """torch's nn.MultiheadAttention as exported: one packed in-projection split into
     (q/k/v, embed), q/k/v picked by Gather, heads split by Reshape/Transpose, and with
     `merge_batch` the heads merged with a fixed batch (MobileViT's patches) for the
-    batched MatMuls and split again."""
+    batched MatMuls and split again; with `mask`, a padding mask expanded to every head
+    is added to the scores."""
     hd = dim // heads
     n = helper.make_node
     nodes = [n("MatMul", ["x", "in_w"], ["p0"], "in_proj"),
@@ -371,8 +375,13 @@ def _packed_attention(tokens=3, dim=16, heads=4, batch=1, merge_batch=False):
         else:
             nodes.append(n("Identity", [f"{name}2"], [name], f"id_{name}"))
     nodes += [n("Transpose", ["k"], ["kt"], "k_t", perm=[0, 2, 1] if merge_batch else [0, 1, 3, 2]),
-              n("MatMul", ["q", "kt"], ["s0"], "scores"),
-              n("Softmax", ["s0"], ["a"], "softmax", axis=-1),
+              n("MatMul", ["q", "kt"], ["s"], "scores")]
+    if mask:
+        nodes += [n("Expand", ["mask", "mask_shape"], ["m"], "mask_per_head"),
+                  n("Add", ["s", "m"], ["s0"], "masked")]
+    else:
+        nodes.append(n("Identity", ["s"], ["s0"], "unmasked"))
+    nodes += [n("Softmax", ["s0"], ["a"], "softmax", axis=-1),
               n("MatMul", ["a", "v"], ["c0"], "context")]
     if merge_batch:
         nodes.append(n("Reshape", ["c0", "split_shape"], ["c1"], "unmerge"))
@@ -387,8 +396,10 @@ def _packed_attention(tokens=3, dim=16, heads=4, batch=1, merge_batch=False):
              "head_shape": np.array([batch, tokens, heads, hd]),
              "merged_shape": np.array([batch * heads, tokens, hd]),
              "split_shape": np.array([batch, heads, tokens, hd]),
-             "out_shape": np.array([batch, tokens, dim]), "out_w": weights(dim, 5)}
-    return graph(nodes, {"x": [batch, tokens, dim]}, {"y": [batch, tokens, 5]}, inits)
+             "out_shape": np.array([batch, tokens, dim]), "out_w": weights(dim, 5),
+             "mask_shape": np.array([batch, heads, 1, tokens])}
+    inputs = {"x": [batch, tokens, dim], **({"mask": [batch, 1, 1, tokens]} if mask else {})}
+    return graph(nodes, inputs, {"y": [batch, tokens, 5]}, inits)
 
 
 def test_a_packed_in_projection_prunes_whole_heads_of_q_k_and_v():
@@ -408,6 +419,41 @@ def test_heads_merged_with_a_fixed_batch_stay_prunable():
     merged = next(numpy_helper.to_array(i) for i in pruned.graph.initializer
                   if i.name.startswith("merged_shape"))
     assert merged.tolist() == [8, 3, 4]  # batch 4 x the 2 heads kept
+
+
+def test_a_mask_expanded_to_every_head_leaves_the_heads_prunable():
+    """The front door drops the Expand (the Add broadcasts anyway): the mask has no
+    head axis of its own to block the heads."""
+    model = _packed_attention(mask=True)
+    assert "Expand" not in {n.op_type for n in model.graph.node}
+    heads = channel_groups(model).group_of("in_proj")
+    assert heads.prunable and heads.channels == 4
+    prune_exactly(model)
+
+
+def test_an_embedding_table_starts_the_residual_stream():
+    """Token ids looked up in a constant table, plus positions, a residual block and a
+    classifier: the table's columns are channels of the stream the block writes to."""
+    n = helper.make_node
+    nodes = [n("Gather", ["table", "ids"], ["e0"], "lookup", axis=0),
+             n("Add", ["e0", "pos"], ["e"], "positions"),
+             n("MatMul", ["e", "w1"], ["h"], "fc1"), n("Relu", ["h"], ["r"], "act"),
+             n("MatMul", ["r", "w2"], ["o"], "fc2"), n("Add", ["e", "o"], ["s"], "residual"),
+             n("ReduceMean", ["s", "one"], ["p"], "pool", keepdims=0),
+             n("MatMul", ["p", "head"], ["y"], "head")]
+    inits = {"table": weights(10, 8), "pos": weights(5, 8), "w1": weights(8, 16),
+             "w2": weights(16, 8), "one": np.array([1]), "head": weights(8, 3)}
+    g = helper.make_graph(
+        nodes, "embedding", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = load_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)],
+                                         ir_version=10))
+    stream = channel_groups(model).group_of("fc2")
+    assert stream.prunable and stream.channels == 8 and "head" in stream.consumers
+    _, pruned = prune_exactly(model)
+    s = shapes(pruned)
+    assert s["table"] == [10, 4] and s["pos"] == [5, 4] and s["w2"] == [8, 4]
 
 
 def _shuffled(front_door=True):

@@ -224,9 +224,11 @@ def fold(model: onnx.ModelProto, fold_dequantize: bool) -> onnx.ModelProto:
     """Constants folded into initializers, Shape arithmetic resolved, no-op Identity and
     dead nodes gone: onnxscript's constant folder and onnx-ir's passes, the folder told
     to fold weights whatever their size (and weight-only `DequantizeLinear` when
-    `fold_dequantize`). Not the optimizer's rewrite rules: they fuse BatchNormalization
-    and Pad into convolutions and merge the Q/DQ nodes onnxruntime fuses, changes the
-    analysis and the training bridge do not expect of a front door."""
+    `fold_dequantize`). Of the optimizer's rewrite rules only those that drop redundant
+    shape ops (`SHAPE_RULES`: a Reshape of a Reshape, an Expand a broadcasting op would
+    do anyway, as torch exports an attention mask per head): the others fuse
+    BatchNormalization and Pad into convolutions and merge the Q/DQ nodes onnxruntime
+    fuses, changes the analysis and the training bridge do not expect of a front door."""
     import onnx_ir as ir
     from onnx_ir.passes import common
     from onnxscript import optimizer
@@ -246,12 +248,13 @@ def fold(model: onnx.ModelProto, fold_dequantize: bool) -> onnx.ModelProto:
     quiet.setLevel(logging.ERROR)
     try:
         common.InlinePass()(ir_model)
-        for _ in range(FOLD_ROUNDS):
+        for round_ in range(FOLD_ROUNDS + 1):
             result = optimizer.fold_constants(ir_model, onnx_shape_inference=True,
                                               should_fold=should_fold,
                                               output_size_limit=OUTPUT_SIZE_LIMIT)
             common.RemoveUnusedNodesPass()(ir_model)
-            if not getattr(result, "modified", True):
+            rewritten = _shape_rules().apply_to_model(ir_model) if round_ < FOLD_ROUNDS else 0
+            if not getattr(result, "modified", True) and not rewritten:
                 break
         # onnx-ir's Identity elimination breaks If/Loop branches whose output an Identity
         # makes (silero-vad: "Graph output ... is not an output of any node"): skipped
@@ -268,6 +271,16 @@ def fold(model: onnx.ModelProto, fold_dequantize: bool) -> onnx.ModelProto:
     finally:
         quiet.setLevel(level)
     return ir.to_proto(ir_model)
+
+
+def _shape_rules():
+    """onnxscript's rewrite rules that only remove redundant shape ops."""
+    from onnxscript.rewriter import RewriteRuleSet
+    from onnxscript.rewriter.rules.common import (expand_before_binary_op_rules,
+                                                  no_op_expand_rule, reshape_reshape_rule)
+
+    return RewriteRuleSet([reshape_reshape_rule, no_op_expand_rule,
+                           *expand_before_binary_op_rules.rules])
 
 
 def _has_subgraphs(graph) -> bool:

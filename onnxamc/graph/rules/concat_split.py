@@ -94,8 +94,13 @@ def slice_(t: Tracer, i: int, node) -> None:
 def gather(t: Tracer, i: int, node) -> None:
     """Gather along another axis keeps the channels (a scalar index drops its axis: the
     class token of a ViT). Along the channel axis with constant indices (as_strided,
-    a channel permutation) the picked atoms follow, and the indices are renumbered."""
+    a channel permutation, a channel shuffle) the picked atoms follow, and the indices
+    are renumbered. Rows of a constant table looked up by computed indices (a token
+    embedding) start channels: the table's columns, which lose the pruned ones."""
     lay = t.layout(node.input[0])
+    if lay is None and t.layout(node.input[1]) is None:
+        _embedding(t, i, node)
+        return
     if lay is None or t.layout(node.input[1]) is not None:
         raise Unsupported("channels in the indices")
     rank = t.rank(node.input[0])
@@ -115,4 +120,18 @@ def gather(t: Tracer, i: int, node) -> None:
     t.edits.append(ConstEdit("gather", i, lay.atoms, entry=varying[0]))
 
 
+def _embedding(t: Tracer, i: int, node) -> None:
+    """A lookup in a constant [rows, width] table by computed indices: its width is a
+    new set of channels (not a layer's: it joins the group of the layers it meets)."""
+    table, indices = node.input[0], node.input[1]
+    shape, rank = t.shape(table), t.shape(indices)
+    if table not in t.inits or t.is_const(indices) or shape is None or len(shape) != 2 \
+            or rank is None or int(t.attr(node, "axis", 0)) % 2 != 0 or shape[1] < 2:
+        return  # shape arithmetic, a constant pick: no channels
+    atoms = t.atoms.new_source(None, shape[1])
+    t.param(i, 0, 1, atoms)
+    t.set(node.output[0], len(rank), atoms)
+
+
 RULES = {"Concat": concat, "Split": split, "Slice": slice_, "Gather": gather}
+SOURCES = ("Gather",)  # its rule runs on untracked inputs too (embedding tables)
