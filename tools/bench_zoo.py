@@ -4,6 +4,9 @@ and quantize, and whether the result is valid and faster.
 Columns, per model:
   groups        prunable channel groups / all groups
   channels      output channels of the conv/linear layers in prunable groups / all of them
+  free channels the same share among the channels the model's outputs do not fix (a
+                classifier's classes, an embedding's width that is the output: no
+                structured pruning may change them, so pruning tools leave them out)
   keep=0.5      the uniformly half-pruned model is valid: onnx checker, onnxruntime runs
                 it, and the predicted MACs equal the MACs counted from onnxruntime's shapes
   MACs          MACs ratio of the keep=0.5 model
@@ -50,8 +53,8 @@ from onnxamc.runtime import make_session  # noqa: E402
 from onnxamc.runtime.ort import time_sessions  # noqa: E402
 
 NA = "n/a"
-COLUMNS = ("model", "source", "groups", "channels", "keep=0.5", "MACs", "speedup/MACs",
-           "int8 ours", "int8 ort", "search lat", "search fid", "seconds")
+COLUMNS = ("model", "source", "groups", "channels", "free channels", "keep=0.5", "MACs",
+           "speedup/MACs", "int8 ours", "int8 ort", "search lat", "search fid", "seconds")
 
 
 @dataclass
@@ -70,10 +73,14 @@ def groups_cells(model: onnx.ModelProto) -> dict[str, str]:
     layers = {l.name: l for l in find_layers(model)}
     prunable = [g for g in groups if g.prunable]
     in_prunable = {name for g in prunable for name in g.layers}
+    fixed = {name for g in groups if (g.blocked_by or "").startswith("model output")
+             for name in g.layers}
     total = sum(l.c_out for l in layers.values())
+    free = sum(l.c_out for name, l in layers.items() if name not in fixed)
     kept = sum(l.c_out for name, l in layers.items() if name in in_prunable)
     return {"groups": f"{len(prunable)}/{len(groups)}",
-            "channels": f"{kept / total:.1%}" if total else NA}
+            "channels": f"{kept / total:.1%}" if total else NA,
+            "free channels": f"{kept / free:.1%}" if free else NA}
 
 
 def predicted_macs(model: onnx.ModelProto, keep: float) -> int | None:
