@@ -456,6 +456,23 @@ def test_an_embedding_table_starts_the_residual_stream():
     assert s["table"] == [10, 4] and s["pos"] == [5, 4] and s["w2"] == [8, 4]
 
 
+def test_an_lstm_reads_the_channels_of_the_convolution_before_it():
+    """silero-vad's pattern: a 1-D convolution's channels, moved to the feature axis, feed
+    an LSTM, whose weight W loses the pruned input columns; its hidden size stays."""
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w"], ["c"], "conv", pads=[1, 1]),
+             n("Transpose", ["c"], ["seq"], "to_time_major", perm=[2, 0, 1]),
+             n("LSTM", ["seq", "W", "R", "B"], ["h"], "lstm", hidden_size=4)]
+    inits = {"w": weights(8, 3, 3), "W": weights(1, 16, 8), "R": weights(1, 16, 4),
+             "B": weights(1, 32)}
+    model = graph(nodes, {"x": [1, 3, 6]}, {"h": [6, 1, 1, 4]}, inits)
+    group = channel_groups(model).group_of("conv")
+    assert group.prunable and group.channels == 8 and "lstm" in group.consumers
+    _, pruned = prune_exactly(model)
+    s = shapes(pruned)
+    assert s["w"] == [4, 3, 3] and s["W"] == [1, 16, 4] and s["R"] == [1, 16, 4]
+
+
 def _shuffled(front_door=True):
     """Two convolutions concatenated, then ShuffleNet's channel shuffle (groups of 2),
     then a convolution reading the shuffled channels."""

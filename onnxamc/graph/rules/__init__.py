@@ -1,7 +1,7 @@
 """The channel rules: one flat table from ONNX op type to the rule that moves its channels.
 
 Each family module (elementwise, conv, linear, normalization, concat_split, shape_ops,
-reduction, attention) declares `RULES = {op_type: function}`; this package merges them into
+reduction, attention, recurrent) declares `RULES = {op_type: function}`; this package merges them into
 one registry keyed by (domain, op_type). A rule is `rule(tracer, node_index, node)`: it
 reads the layouts of the node's inputs (`tracer.layout(name)`), sets those of its outputs
 (`tracer.set`), ties atoms (`tracer.atoms.union`), records the constants that lose
@@ -18,13 +18,13 @@ activation in a custom domain:
 from __future__ import annotations
 
 from onnxamc.graph.rules import (attention, concat_split, conv, elementwise, linear,
-                                 normalization, reduction, shape_ops)
+                                 normalization, recurrent, reduction, shape_ops)
 from onnxamc.graph.rules.elementwise import elementwise as broadcast_elementwise
 from onnxamc.graph.rules.elementwise import passthrough
 from onnxamc.graph.tracer import Rule, RuleFunction, Tracer, Unsupported, domain_key
 
 FAMILIES = (elementwise, conv, linear, normalization, concat_split, shape_ops, reduction,
-            attention)
+            attention, recurrent)
 
 _REGISTRY: dict[tuple[str, str], Rule] = {
     ("", op): Rule(function, source=op in getattr(family, "SOURCES", ()))
