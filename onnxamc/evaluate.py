@@ -186,7 +186,7 @@ class Evaluator:
             timing = self.meter.timing(runners, self.feed, self.warmup, runs or self.runs)
             tries = self.remeasure if remeasure is None else remeasure
             while tries > 0 and not self._past_deadline():
-                if _contended(timing):  # rounds others disturbed are not kept
+                if timing.contended:  # rounds others disturbed are not kept
                     timing = self.meter.timing(runners, self.feed, self.warmup,
                                                runs or self.runs)
                 elif self._too_wide(timing):
@@ -238,7 +238,7 @@ class Evaluator:
             m.energy = self._energy(c.prepared, m)
             m.latency_interval = interval.to_dict()
             m.latency_flags = ([UNCERTAIN] if interval.spread > self.max_spread else []) + \
-                ([BUSY] if _contended(timing) else [])
+                ([BUSY] if timing.contended else [])
             m.relate_to(reference)
 
     def _as_reference(self, candidate: Candidate) -> None:
@@ -266,10 +266,6 @@ class Evaluator:
         run = prepared.run if self.measure_energy else None
         return energy_of(run, self.target.compute_device, metrics.macs, metrics.size_bytes,
                          seconds=ENERGY_SECONDS).to_dict()
-
-
-def _contended(timing: Timing) -> bool:
-    return timing.busy is not None and timing.busy.contended
 
 
 def compare(models: Sequence[onnx.ModelProto], data: Data | None,

@@ -225,7 +225,7 @@ def fold(model: onnx.ModelProto, fold_dequantize: bool) -> onnx.ModelProto:
     dead nodes gone: onnxscript's constant folder and onnx-ir's passes, the folder told
     to fold weights whatever their size (and weight-only `DequantizeLinear` when
     `fold_dequantize`). Of the optimizer's rewrite rules only those that drop redundant
-    shape ops (`SHAPE_RULES`: a Reshape of a Reshape, an Expand a broadcasting op would
+    shape ops (`_shape_rules`: a Reshape of a Reshape, an Expand a broadcasting op would
     do anyway, as torch exports an attention mask per head): the others fuse
     BatchNormalization and Pad into convolutions and merge the Q/DQ nodes onnxruntime
     fuses, changes the analysis and the training bridge do not expect of a front door."""
@@ -248,12 +248,13 @@ def fold(model: onnx.ModelProto, fold_dequantize: bool) -> onnx.ModelProto:
     quiet.setLevel(logging.ERROR)
     try:
         common.InlinePass()(ir_model)
+        shape_rules = _shape_rules()
         for round_ in range(FOLD_ROUNDS + 1):
             result = optimizer.fold_constants(ir_model, onnx_shape_inference=True,
                                               should_fold=should_fold,
                                               output_size_limit=OUTPUT_SIZE_LIMIT)
             common.RemoveUnusedNodesPass()(ir_model)
-            rewritten = _shape_rules().apply_to_model(ir_model) if round_ < FOLD_ROUNDS else 0
+            rewritten = shape_rules.apply_to_model(ir_model) if round_ < FOLD_ROUNDS else 0
             if not getattr(result, "modified", True) and not rewritten:
                 break
         # onnx-ir's Identity elimination breaks If/Loop branches whose output an Identity

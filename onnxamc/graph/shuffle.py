@@ -18,22 +18,16 @@ from onnx import helper, numpy_helper
 
 from onnxamc.graph.checks import all_nodes
 from onnxamc.graph.shapes import known_shapes
+from onnxamc.graph.topology import Topology
 
 
 def shuffles_as_gather(model: onnx.ModelProto) -> int:
     """Rewrite every channel shuffle of `model` in place; returns how many."""
     graph = model.graph
-    shapes = known_shapes(model)
-    users: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            users.setdefault(name, []).append(node)
+    shapes, topology = known_shapes(model), Topology(model)
     outputs = {o.name for o in graph.output}
-    found = []
-    for node in graph.node:
-        match = _shuffle_at(node, shapes, users, outputs)
-        if match is not None:
-            found.append(match)
+    found = [match for node in graph.node
+             if (match := _shuffle_at(node, shapes, topology, outputs)) is not None]
     for first, transpose, last, groups, channels in found:
         index = _unique(graph, f"{last.name or last.output[0]}_shuffle_indices")
         graph.initializer.append(numpy_helper.from_array(
@@ -52,7 +46,7 @@ def shuffles_as_gather(model: onnx.ModelProto) -> int:
     return len(found)
 
 
-def _shuffle_at(node, shapes, users, outputs):
+def _shuffle_at(node, shapes, topology, outputs):
     """(reshape, transpose, reshape, groups, channels) when `node` starts a shuffle."""
     if node.op_type != "Reshape":
         return None
@@ -63,21 +57,20 @@ def _shuffle_at(node, shapes, users, outputs):
     if groups < 2 or per_group < 2 or tuple(split) != (src[0], groups, per_group, *src[2:]) \
             or groups * per_group != src[1]:
         return None
-    transpose = _only_user(node.output[0], users, outputs, "Transpose")
-    perm = [1, 0] if transpose is None else _perm(transpose)
-    if transpose is None or perm != [0, 2, 1, *range(3, len(split))]:
+    transpose = _only_user(node.output[0], topology, outputs, "Transpose")
+    if transpose is None or _perm(transpose) != [0, 2, 1, *range(3, len(split))]:
         return None
-    last = _only_user(transpose.output[0], users, outputs, "Reshape")
+    last = _only_user(transpose.output[0], topology, outputs, "Reshape")
     if last is None or shapes.get(last.output[0]) != tuple(src):
         return None
     return node, transpose, last, groups, src[1]
 
 
-def _only_user(name, users, outputs, op_type):
-    found = users.get(name, [])
-    if name in outputs or len(found) != 1 or found[0].op_type != op_type:
+def _only_user(name, topology, outputs, op_type):
+    found = topology.user_nodes(name)
+    if name in outputs or len(found) != 1 or topology.nodes[found[0]].op_type != op_type:
         return None
-    return found[0]
+    return topology.nodes[found[0]]
 
 
 def _perm(node) -> list[int] | None:

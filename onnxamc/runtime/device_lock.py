@@ -11,9 +11,9 @@ Another core is not enough on its own: the cores share caches, memory bandwidth 
 a virtual machine, the host's scheduling. So the workers' heavy compute runs in steps
 (`compute_step`: a candidate's build, its session, one evaluation or calibration batch):
 a step starts only while no worker measures, and a measurement waits for the steps in
-progress to end before it starts. Measuring then has the machine to itself. (With the
-steps only waiting at their start, a third of a 2-worker search's measurements on 2
-cores ran beside the other worker's build and were flagged busy.)
+progress to end before it starts. Measuring then has the machine to itself. (When
+compute only waited before each batch or build, a third of a 2-worker search's
+measurements on 2 cores ran beside the other worker's build and were flagged busy.)
 """
 
 from __future__ import annotations
@@ -74,22 +74,18 @@ def compute_step() -> Iterator[None]:
     other worker measures (at once, four system calls, when none does), and a
     measurement waits for it to end. Steps inside a step are part of it."""
     global _DEPTH
-    if _STEPS is None or _DEPTH or _MEASURING:
-        _DEPTH += 1
-        try:
-            yield
-        finally:
-            _DEPTH -= 1
-        return
-    fcntl.flock(_QUIET, fcntl.LOCK_SH)  # waits while a measurement holds the device
-    fcntl.flock(_QUIET, fcntl.LOCK_UN)
-    fcntl.flock(_STEPS, fcntl.LOCK_SH)
-    _DEPTH = 1
+    locks = _STEPS is not None and not _DEPTH and not _MEASURING
+    if locks:
+        fcntl.flock(_QUIET, fcntl.LOCK_SH)  # waits while a measurement holds the device
+        fcntl.flock(_QUIET, fcntl.LOCK_UN)
+        fcntl.flock(_STEPS, fcntl.LOCK_SH)
+    _DEPTH += 1
     try:
         yield
     finally:
-        _DEPTH = 0
-        fcntl.flock(_STEPS, fcntl.LOCK_UN)
+        _DEPTH -= 1
+        if locks:
+            fcntl.flock(_STEPS, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -98,14 +94,15 @@ def _steps_stopped() -> Iterator[None]:
     ones wait. A measurement made inside one of this process's own steps does not wait
     (another worker waiting for the device inside its step would never end it)."""
     global _MEASURING
-    if _STEPS is not None and not _DEPTH:
+    waits = _STEPS is not None and not _DEPTH
+    if waits:
         fcntl.flock(_STEPS, fcntl.LOCK_EX)
     _MEASURING = True
     try:
         yield
     finally:
         _MEASURING = False
-        if _STEPS is not None and not _DEPTH:
+        if waits:
             fcntl.flock(_STEPS, fcntl.LOCK_UN)
 
 

@@ -57,6 +57,11 @@ class Timing:
     def stats(self) -> list[LatencyStats]:
         return stats_of(self.samples)
 
+    @property
+    def contended(self) -> bool:
+        """Whether other processes most likely took time from these rounds."""
+        return self.busy is not None and self.busy.contended
+
     def intervals(self) -> list[RatioInterval]:
         """Each model's ratio to the first, with its bootstrap interval."""
         return ratio_intervals(self.samples)

@@ -43,6 +43,7 @@ class Workers:
         self.run, self.config, self.plan, self.output = run, config, plan, output
         self.deadline = None if seconds is None else time.time() + seconds
         self.processes: list[multiprocessing.Process] = []
+        self.arguments: str | None = None  # the file the extra workers read theirs from
         self.started = time.time()
         if self.count > 1 and not is_shared(plan.storage):
             raise SearchError("--workers needs a storage other processes can open (a "
@@ -70,7 +71,7 @@ class Workers:
 
     def __exit__(self, kind, exc, tb) -> None:
         if not self.processes:
-            _remove(getattr(self, "arguments", None))
+            _remove(self.arguments)
             return
         from onnxamc.runtime.device_lock import stop_sharing_machine
 

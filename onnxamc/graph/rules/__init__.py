@@ -1,8 +1,8 @@
 """The channel rules: one flat table from ONNX op type to the rule that moves its channels.
 
 Each family module (elementwise, conv, linear, normalization, concat_split, shape_ops,
-reduction, attention, recurrent) declares `RULES = {op_type: function}`; this package merges them into
-one registry keyed by (domain, op_type). A rule is `rule(tracer, node_index, node)`: it
+reduction, attention, recurrent) declares `RULES = {op_type: function}`; this package
+merges them into one registry keyed by (domain, op_type). A rule is `rule(tracer, node_index, node)`: it
 reads the layouts of the node's inputs (`tracer.layout(name)`), sets those of its outputs
 (`tracer.set`), ties atoms (`tracer.atoms.union`), records the constants that lose
 channels with them (`tracer.param`) and raises `Unsupported("why")` for a case it does not
