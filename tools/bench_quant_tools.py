@@ -59,6 +59,7 @@ import onnx  # noqa: E402
 
 from onnxamc import api  # noqa: E402
 from onnxamc.models import bundled_model_path  # noqa: E402
+from onnxamc.runtime import make_session  # noqa: E402
 
 EVAL_BATCH = 256
 TOOLS = {"nncf": "nncf", "inc": "neural_compressor", "inc-onnx": "onnx_neural_compressor"}
@@ -104,18 +105,6 @@ def load_for_tools(path: str) -> onnx.ModelProto:
     return model
 
 
-def session(model: onnx.ModelProto | str, threads: int = 1):
-    """A CPU session as onnxamc's evaluation makes it (1 intra-op thread)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-
-
 def correct(sess, name: str, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per-sample 0/1 top-1 hits, evaluated in batches."""
     hits = [np.argmax(sess.run(None, {name: images[i:i + EVAL_BATCH]})[0], axis=1)
@@ -132,7 +121,7 @@ class CachedSessions:
 
     def __call__(self, model: onnx.ModelProto):
         if model is not self._model:
-            self._model, self._session = model, session(model)
+            self._model, self._session = model, make_session(model, 1)
         return self._session
 
 
@@ -252,7 +241,8 @@ def run_inc(path: str, calib: Arrays, val: Arrays, loss: float, criterion: str,
         loader = DataLoader(framework="onnxruntime", dataset=_IncDataset(calib), batch_size=32)
 
         def evaluate(candidate: onnx.ModelProto) -> float:
-            return float(correct(session(candidate), val.name, val.images, val.labels).mean())
+            hits = correct(make_session(candidate, 1), val.name, val.images, val.labels)
+            return float(hits.mean())
 
         with onnx_mapping_shim():
             result = quantization.fit(load_for_tools(path), config, calib_dataloader=loader,
@@ -291,7 +281,8 @@ def run_inc_onnx(path: str, calib: Arrays, val: Arrays, loss: float, workdir: Pa
                 self.feeds = ({calib.name: calib.images[i:i + 1]} for i in range(len(calib.images)))
 
         def evaluate(model_path: str) -> float:
-            return float(correct(session(model_path), val.name, val.images, val.labels).mean())
+            hits = correct(make_session(model_path, 1), val.name, val.images, val.labels)
+            return float(hits.mean())
 
         configs = config.StaticQuantConfig.get_config_set_for_tuning(
             calibration_sampling_size=len(calib.images))
